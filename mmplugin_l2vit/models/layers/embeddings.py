@@ -1,0 +1,109 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Stems, downsampling layers and convolutional position encodings."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .tokens import HW, map_to_tokens, tokens_to_map
+
+
+def pad_to_multiple(x, multiple: int):
+    """Zero-pad a ``(B, C, H, W)`` map on the right and bottom so that H and
+    W become multiples of ``multiple``."""
+    pad_h = -x.shape[-2] % multiple
+    pad_w = -x.shape[-1] % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+class ConvStem(nn.Module):
+    """Two stride-2 3x3 convolutions with BatchNorm, then a LayerNorm on the
+    tokens (stride 4 in all).
+
+    The input is zero-padded on the right and bottom to a multiple of 4.
+    The second BatchNorm is followed directly by the LayerNorm, as in the
+    official L²ViT stem.
+
+    Args:
+        in_channels (int): Channels of the input image.
+        embed_dims (int): Channels of the output tokens.
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int):
+        super().__init__()
+        hidden = embed_dims // 2
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(hidden)
+        self.act = nn.ReLU()
+        self.conv2 = nn.Conv2d(hidden, embed_dims, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm2d(embed_dims)
+        self.norm = nn.LayerNorm(embed_dims)
+
+    def forward(self, x):
+        x = pad_to_multiple(x, 4)
+        x = self.act(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        hw = x.shape[-2:]
+        return self.norm(map_to_tokens(x)), (hw[0], hw[1])
+
+
+class ConvDownsample(nn.Module):
+    """LayerNorm on the input tokens, then a 2x2 stride-2 convolution.
+
+    An odd height or width is zero-padded by one row or column at the bottom
+    or right, after the norm.
+
+    Args:
+        in_channels (int): Channels of the input tokens.
+        out_channels (int): Channels of the output tokens.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(in_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, 2, stride=2)
+
+    def forward(self, x, hw: HW):
+        x = pad_to_multiple(tokens_to_map(self.norm(x), hw), 2)
+        x = self.conv(x)
+        hw = x.shape[-2:]
+        return map_to_tokens(x), (hw[0], hw[1])
+
+
+class ConvPosEnc(nn.Module):
+    """Conditional position encoding: ``x + DWConv3x3(x)`` on the token map.
+
+    Args:
+        channels (int): Channels of the tokens.
+        kernel_size (int): Kernel of the depthwise convolution. Default: 3.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(
+            channels,
+            channels,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=channels)
+
+    def forward(self, x, hw: HW):
+        return x + map_to_tokens(self.conv(tokens_to_map(x, hw)))
+
+
+class Mlp(nn.Module):
+    """``fc2(GELU(fc1(x)))``.
+
+    Args:
+        channels (int): Input and output channels.
+        hidden_channels (int): Channels of the hidden layer.
+    """
+
+    def __init__(self, channels: int, hidden_channels: int):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden_channels)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_channels, channels)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))

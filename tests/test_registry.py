@@ -1,0 +1,111 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""``type='L2ViT'`` and ``type='mmplugin_l2vit.L2ViT'`` from every
+installed downstream registry."""
+import importlib.util
+import os.path as osp
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import SMALL_ARCH
+
+import mmplugin_l2vit
+from mmplugin_l2vit import L2ViT
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SCOPES = ['mmdet', 'mmseg', 'mmpretrain']
+
+
+@pytest.mark.parametrize('scope', SCOPES)
+@pytest.mark.parametrize('type_name', ['L2ViT', 'mmplugin_l2vit.L2ViT'])
+def test_build_from_downstream_registry(scope, type_name):
+    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
+    model = registry.build(dict(type=type_name, arch=SMALL_ARCH))
+    assert isinstance(model, L2ViT)
+
+
+def test_registered_in_plugin_scope():
+    from mmplugin_l2vit.registry import MODELS
+    assert MODELS.scope == 'mmplugin_l2vit'
+    assert MODELS.get('L2ViT') is L2ViT
+
+
+def test_registration_is_idempotent():
+    mmplugin_l2vit.register_into_downstream()
+    from mmdet.registry import MODELS
+    assert MODELS.get('L2ViT') is L2ViT
+
+
+def run_fresh(code):
+    """Run ``code`` in a new interpreter that has not imported the plugin."""
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                            cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+FRESH_BUILD = """
+    import sys
+    from {scope}.registry import MODELS
+    assert 'mmplugin_l2vit' not in sys.modules
+    arch = dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                num_heads=[1, 2, 4, 8], window_size=7)
+    model = MODELS.build(dict(type='mmplugin_l2vit.L2ViT', arch=arch))
+    print(type(model).__module__)
+    """
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+def test_scoped_type_needs_no_import(scope):
+    out = run_fresh(FRESH_BUILD.format(scope=scope))
+    assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']
+
+
+def test_scoped_type_from_mmpretrain_without_import():
+    """mmpretrain's registry imports ``mmpretrain.models`` (which needs
+    torchvision) before any lookup, so before the plugin is imported the
+    scoped type works there only where torchvision is installed."""
+    code = FRESH_BUILD.format(scope='mmpretrain')
+    if importlib.util.find_spec('torchvision') is not None:
+        out = run_fresh(code)
+        assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']
+    else:
+        result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                                cwd=REPO, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode != 0
+        assert "No module named 'torchvision'" in result.stderr
+        # After the plugin is imported it works.
+        out = run_fresh('import mmplugin_l2vit\n' + textwrap.dedent(
+            code).replace("assert 'mmplugin_l2vit' not in sys.modules", ''))
+        assert 'needs torchvision' in out
+        assert out.split()[-1] == 'mmplugin_l2vit.models.backbones.l2vit'
+
+
+def test_custom_imports_in_config(tmp_path):
+    cfg = tmp_path / 'cfg.py'
+    cfg.write_text(
+        "custom_imports = dict(imports=['mmplugin_l2vit'], "
+        "allow_failed_imports=False)\n"
+        "model = dict(type='L2ViT', arch='tiny', out_indices=(3, ))\n")
+    out = run_fresh(f"""
+        from mmengine.config import Config
+        cfg = Config.fromfile({str(cfg)!r})
+        from mmseg.registry import MODELS
+        print(type(MODELS.build(cfg.model)).__name__)
+        """)
+    assert out.strip() == 'L2ViT'
+
+
+def test_backbone_module_needs_only_torch_mmengine_mmcv():
+    out = run_fresh("""
+        import sys
+        import mmplugin_l2vit.models.backbones.l2vit
+        heavy = sorted(m for m in ('mmdet.models', 'mmseg.models',
+                                   'mmpretrain.models', 'torchvision')
+                       if m in sys.modules)
+        print(heavy)
+        """)
+    assert out.strip() == '[]'

@@ -1,0 +1,80 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Weights-only ``torch.load`` stays on and still loads OpenMMLab and
+official checkpoints."""
+import argparse
+import io
+import os
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer, MessageHub
+from mmengine.runner.checkpoint import _load_checkpoint, save_checkpoint
+from mmengine.utils import digit_version
+
+import mmplugin_l2vit  # noqa: F401
+
+
+class _NotAllowed:
+    pass
+
+
+def test_weights_only_is_the_default():
+    assert digit_version(torch.__version__) >= digit_version('2.6')
+    buffer = io.BytesIO()
+    torch.save({'x': _NotAllowed()}, buffer)
+    buffer.seek(0)
+    with pytest.raises(Exception, match='Weights only load failed'):
+        torch.load(buffer)
+
+
+def test_mmengine_checkpoint_with_message_hub_loads(tmp_path):
+    hub = MessageHub.get_instance('test_safe_load')
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_scalar('train/lr', np.float64(0.01))
+    hub.update_info('iter', 12)
+    path = str(tmp_path / 'epoch_1.pth')
+    save_checkpoint(
+        dict(
+            meta=dict(epoch=1, iter=12, seed=np.int64(3)),
+            state_dict={'w': torch.ones(2)},
+            message_hub=hub.state_dict(),
+            extra=np.arange(3, dtype=np.float32)), path)
+    loaded = _load_checkpoint(path, map_location='cpu')
+    buffer = loaded['message_hub']['log_scalars']['train/loss']
+    assert isinstance(buffer, HistoryBuffer)
+    assert buffer.mean() == 0.5
+    assert loaded['meta']['seed'] == 3
+    assert loaded['extra'].tolist() == [0., 1., 2.]
+
+
+def test_official_release_layout_loads(tmp_path):
+    path = str(tmp_path / 'official.pth')
+    torch.save(
+        dict(model={'w': torch.zeros(1)},
+             args=argparse.Namespace(model='L2ViT_Tiny'), epoch='best'),
+        path)
+    assert torch.load(path)['args'].model == 'L2ViT_Tiny'
+
+
+class _RunsCode:
+
+    def __reduce__(self):
+        return (os.system, ('echo pwned > /dev/null', ))
+
+
+class _CallsGetattr:
+
+    def __reduce__(self):
+        return (getattr, (np.zeros(1), 'tofile'))
+
+
+@pytest.mark.parametrize('payload', [_RunsCode(), _CallsGetattr()])
+def test_pickle_that_runs_code_is_refused(tmp_path, payload):
+    path = str(tmp_path / 'evil.pth')
+    torch.save({'state_dict': {}, 'x': payload}, path)
+    with pytest.raises(Exception) as info:
+        _load_checkpoint(path, map_location='cpu')
+    message = str(info.value)
+    assert 'Weights only load failed' in message or 'refusing getattr' in \
+        message
