@@ -6,6 +6,7 @@ image, printing the multi-scale feature shapes and the detections.
     python tools/demo.py --img IMG --checkpoint CKPT --out vis.jpg
 """
 import argparse
+import logging
 import os.path as osp
 import sys
 
@@ -59,13 +60,19 @@ def main():
     import cv2
     from mmdet.apis import inference_detector, init_detector
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
 
     cfg = Config.fromfile(args.config)
     if args.checkpoint is None:
         cfg.model.backbone.init_cfg = None
     model = init_detector(cfg, args.checkpoint, device=args.device)
     if args.checkpoint is None:
+        # init_weights logs every parameter's initialiser at INFO level.
+        logger = MMLogger.get_current_instance()
+        level = logger.level
+        logger.setLevel(logging.WARNING)
         model.init_weights()
+        logger.setLevel(level)
         print('no --checkpoint: the detector is randomly initialised, so '
               'the detections below are meaningless')
 
@@ -87,7 +94,8 @@ def main():
     result = inference_detector(model, img)
 
     backbone = type(model.backbone).__name__
-    print(f'input image: {img.shape[0]}x{img.shape[1]}')
+    print(f'input image: {img.shape[0]}x{img.shape[1]}, network input: '
+          f'{"x".join(map(str, result.metainfo["batch_input_shape"]))}')
     for name in ('backbone', 'neck'):
         print(f'{name} ({backbone if name == "backbone" else "FPN"}) '
               f'outputs:')
@@ -95,8 +103,9 @@ def main():
             print(f'  [{i}] {shape}')
     pred = result.pred_instances
     classes = model.dataset_meta.get('classes', ())
-    print(f'detections: {len(pred)} (top {min(args.topk, len(pred))} by '
-          'score)')
+    score_thr = cfg.model.test_cfg.rcnn.score_thr
+    print(f'detections: {len(pred)} above score {score_thr} (top '
+          f'{min(args.topk, len(pred))} shown)')
     for i in pred.scores.argsort(descending=True)[:args.topk].tolist():
         label = int(pred.labels[i])
         name = classes[label] if label < len(classes) else str(label)

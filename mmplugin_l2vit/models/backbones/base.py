@@ -120,9 +120,10 @@ class HierarchicalBackbone(BaseModule):
                              f'distinct stages, got {tuple(out_indices)}')
         return tuple(sorted(checked))
 
-    def _add_out_norms(self, channels: Sequence[int]) -> None:
+    def _add_out_norms(self, channels: Sequence[int],
+                       eps: float = 1e-5) -> None:
         for i in self.out_indices:
-            self.add_module(f'norm{i}', nn.LayerNorm(channels[i]))
+            self.add_module(f'norm{i}', nn.LayerNorm(channels[i], eps=eps))
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear error for an input the backbone cannot take."""

@@ -12,10 +12,13 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-Rules = Sequence[Tuple[str, str]]
+Rules = Sequence[Tuple[str, Optional[str]]]
 
 # Keys of the training dicts that official release files are saved as.
 CONTAINER_KEYS = ('model', 'model_ema', 'state_dict', 'module')
+
+
+_DROP = object()
 
 
 class CheckpointFormatError(ValueError):
@@ -64,8 +67,10 @@ class KeyMapConverter:
         family (str): Name used in messages, e.g. ``'L2ViT'``.
         official_pattern (str): Matches keys of an official checkpoint.
         own_pattern (str): Matches keys of the plugin's backbone.
-        rules (list[tuple[str, str]]): ``(pattern, replacement)`` pairs for
-            :func:`re.sub`; the first matching rule renames a key.
+        rules (list[tuple[str, str | None]]): ``(pattern, replacement)``
+            pairs for :func:`re.sub`; the first matching rule renames a key,
+            or drops it when the replacement is None (buffers the backbone
+            rebuilds, say).
         head_rules (list[tuple[str, str]]): Rules for the classification
             head, applied only when the head is kept.
     """
@@ -81,9 +86,12 @@ class KeyMapConverter:
     def is_official(self, keys) -> bool:
         return any(self.official_pattern.match(k) for k in keys)
 
-    def _rename(self, key: str, rules) -> Optional[str]:
+    def _rename(self, key: str, rules):
+        """Return the new key, ``_DROP`` or None when no rule matches."""
         for pattern, replacement in rules:
             if pattern.match(key):
+                if replacement is None:
+                    return _DROP
                 return pattern.sub(replacement, key, count=1)
         return None
 
@@ -108,6 +116,8 @@ class KeyMapConverter:
         unknown: List[str] = []
         for key, value in state_dict.items():
             new_key = self._rename(key, self.rules)
+            if new_key is _DROP:
+                continue
             if new_key is None:
                 head_key = self._rename(key, self.head_rules)
                 if head_key is None:

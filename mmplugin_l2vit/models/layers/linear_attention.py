@@ -1,39 +1,107 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Linear attention: the K-first kernel and L²ViT's enhanced global
-attention with its Local Concentration Module (LCM)."""
+"""Linear attention, computed keys-first in O(N d²).
+
+Both papers' attentions are kernelised: with non-negative features q, k,
+
+    out_n = sum_m (q_n . k_m) v_m / normaliser(q_n, k)
+
+and both are evaluated keys-first (``q @ (kᵀ v)``), never forming the N x N
+matrix. The kernels below share that core and its precision policy: the
+sums over all tokens run in at least float32, also under autocast, since at
+detection sizes they overflow half precision. They differ only where the
+official models differ, and keep each model's order of operations for the
+closest fp32 agreement:
+
+- :func:`relu_linear_attention` (L²ViT): ReLU features, a per-head scale of
+  ``kᵀv`` and the normaliser ``max(q . sum(k), floor)``;
+- :func:`focused_linear_attention` (FLatten): features from
+  :func:`focusing_function`, ``kᵀv`` and the normaliser taken as means over
+  the keys, plus ``1e-6``.
+
+This module also holds L²ViT's LGA attention and Local Concentration Module
+and FLatten's attention core (:class:`FocusedLinearAttention`).
+"""
+import functools
+import math
+from typing import Tuple
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .tokens import HW, map_to_tokens, tokens_to_map
 
 
-def kfirst_linear_attention(q, k, v, kv_scale, denominator_floor: float):
-    """Kernelised attention computed keys-first, in O(N d²).
+def _sums_in_float32(kernel):
+    """Run ``kernel`` with its tensor arguments in at least float32 and
+    autocast off; return the result in the dtype of the last tensor
+    argument (the values)."""
+
+    @functools.wraps(kernel)
+    def wrapper(*args, **kwargs):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        out_dtype = tensors[-1].dtype
+        dtype = torch.promote_types(out_dtype, torch.float32)
+        with torch.autocast(device_type=tensors[0].device.type,
+                            enabled=False):
+            args = [
+                a.to(dtype) if isinstance(a, torch.Tensor) else a
+                for a in args
+            ]
+            return kernel(*args, **kwargs).to(out_dtype)
+
+    return wrapper
+
+
+@_sums_in_float32
+def relu_linear_attention(q, k, v, kv_scale, denominator_floor: float):
+    """L²ViT's linear attention.
 
     ``out_n = kv_scale * sum_m (q_n . k_m) v_m / max(q_n . sum_m k_m, floor)``
-
-    The sums over all N tokens run in at least float32, also under
-    autocast, since at detection sizes they overflow half precision.
 
     Args:
         q (Tensor): Non-negative query features, ``(B, heads, N, d)``.
         k (Tensor): Non-negative key features, ``(B, heads, N, d)``.
-        v (Tensor): Values, ``(B, heads, N, d)``.
         kv_scale (Tensor): Per-head scale of ``kᵀv``, ``(heads, 1, 1)``.
-        denominator_floor (float): Lower bound of the normaliser.
-
-    Returns:
-        Tensor: ``(B, heads, N, d)`` in the dtype of ``v``.
+        v (Tensor): Values, ``(B, heads, N, d)``.
+        denominator_floor (float): Lower bound of the normaliser (an
+            absolute floor, not an epsilon).
     """
-    out_dtype = v.dtype
-    dtype = torch.promote_types(v.dtype, torch.float32)
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-        key_sum = k.sum(dim=-2, keepdim=True).transpose(-2, -1)
-        denominator = torch.clamp(q @ key_sum, min=denominator_floor)
-        kv = (k.transpose(-2, -1) @ v) * kv_scale.to(dtype)
-        out = (q @ kv) / denominator
-    return out.to(out_dtype)
+    key_sum = k.sum(dim=-2, keepdim=True).transpose(-2, -1)
+    denominator = torch.clamp(q @ key_sum, min=denominator_floor)
+    kv = (k.transpose(-2, -1) @ v) * kv_scale
+    return (q @ kv) / denominator
+
+
+@_sums_in_float32
+def focused_linear_attention(q, k, v, eps: float = 1e-6):
+    """FLatten's linear attention with mean-normalised key statistics.
+
+    ``out_n = (q_n @ mean_m k_mᵀ v_m) / (q_n . mean_m k_m + eps)``
+
+    Args:
+        q (Tensor): Focused query features, ``(B, heads, N, d)``.
+        k (Tensor): Focused key features, ``(B, heads, n, d)``.
+        v (Tensor): Values, ``(B, heads, n, d)``.
+        eps (float): Added to the normaliser. Default: 1e-6.
+    """
+    n = k.shape[-2]
+    z = 1 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)
+    kv = (k.transpose(-2, -1) * n**-0.5) @ (v * n**-0.5)
+    return q @ kv * z
+
+
+@_sums_in_float32
+def focusing_function(x, temperature, focusing_factor: float):
+    """FLatten's φ_p on ``(B, N, C)`` features, norms over all C channels.
+
+    ``x' = (ReLU(x) + 1e-6) / softplus(temperature)``;
+    ``φ_p(x) = |x'| * x'^p / |x'^p|``.
+    """
+    x = (F.relu(x) + 1e-6) / F.softplus(temperature)
+    norm = x.norm(dim=-1, keepdim=True)
+    x = x**focusing_factor
+    return (x / x.norm(dim=-1, keepdim=True)) * norm
 
 
 class ReLULinearAttention(nn.Module):
@@ -69,8 +137,8 @@ class ReLULinearAttention(nn.Module):
         qkv = self.qkv(x).view(batch, num_tokens, 3, self.num_heads,
                                self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out = kfirst_linear_attention(q.relu(), k.relu(), v, self.temperature,
-                                      self.denominator_floor)
+        out = relu_linear_attention(q.relu(), k.relu(), v, self.temperature,
+                                    self.denominator_floor)
         out = out.transpose(1, 2).reshape(batch, num_tokens, channels)
         return self.proj(out)
 
@@ -97,3 +165,102 @@ class LocalConcentrationModule(nn.Module):
     def forward(self, x, hw: HW):
         x = self.bn(self.act(self.conv1(tokens_to_map(x, hw))))
         return map_to_tokens(self.conv2(x))
+
+
+def resize_pos_embed(pos_embed, src_hw: HW, dst_hw: HW, mode: str):
+    """Resize a row-major ``(1, H*W, C)`` position table to another grid.
+
+    Returns the table itself at its native grid, so outputs there are
+    bit-exact. ``mode`` is an ``F.interpolate`` mode (``'bilinear'``,
+    ``'bicubic'``, ...; ``align_corners=False``).
+    """
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    channels = pos_embed.shape[-1]
+    grid = pos_embed.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False)
+    return grid.flatten(2).transpose(1, 2)
+
+
+def square_grid(num_tokens: int) -> Tuple[int, int]:
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f'{num_tokens} tokens do not form a square grid')
+    return side, side
+
+
+class FocusedLinearAttention(nn.Module):
+    """FLatten's focused linear attention, without the host's projections.
+
+    Given projected ``q`` (``(B, N, C)``) and ``k``, ``v`` (``(B, n, C)``)
+    on an ``H x W`` grid, it adds the learned positional encoding to ``k``
+    only, applies the focusing function, runs
+    :func:`focused_linear_attention` per head and adds the rank-restoring
+    depthwise convolution of ``v``, whose ``head_dims``-channel kernels are
+    shared by all heads (as in the official code). Hosts (PVT, Swin, CSwin)
+    subclass it and add their projections, so the official parameter names
+    ``scale``, ``positional_encoding`` and ``dwc`` are kept.
+
+    The positional encoding is stored at the grid it was trained on and
+    resized to the live grid at run time with ``pos_resize_mode``; at the
+    native grid it is used as is.
+
+    Args:
+        embed_dims (int): Channels C.
+        num_heads (int): Heads; ``head_dims = C // num_heads``.
+        pos_grid (tuple[int, int]): Grid of the positional encoding.
+        focusing_factor (float): The power p. Default: 3.
+        kernel_size (int): Kernel of the depthwise conv. Default: 5.
+        pos_resize_mode (str): Interpolation mode for the positional
+            encoding at other grids. Default: ``'bilinear'``.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 pos_grid: HW,
+                 focusing_factor: float = 3,
+                 kernel_size: int = 5,
+                 pos_resize_mode: str = 'bilinear'):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                             f'num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.pos_grid = tuple(pos_grid)
+        self.focusing_factor = focusing_factor
+        self.pos_resize_mode = pos_resize_mode
+        self.scale = nn.Parameter(torch.zeros(1, 1, embed_dims))
+        self.positional_encoding = nn.Parameter(
+            torch.zeros(1, pos_grid[0] * pos_grid[1], embed_dims))
+        self.dwc = nn.Conv2d(
+            self.head_dims,
+            self.head_dims,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=self.head_dims)
+
+    def _split_heads(self, x):
+        batch, num_tokens, _ = x.shape
+        return x.reshape(batch, num_tokens, self.num_heads,
+                         self.head_dims).permute(0, 2, 1, 3)
+
+    def attend(self, q, k, v, hw: HW):
+        """Return ``(B, N, C)``: the attention plus the DWC of ``v``.
+
+        ``k`` and ``v`` must be on the ``hw`` grid (no spatial reduction).
+        """
+        batch, num_tokens, channels = q.shape
+        k = k + resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
+                                 self.pos_resize_mode)
+        q = focusing_function(q, self.scale, self.focusing_factor)
+        k = focusing_function(k, self.scale, self.focusing_factor)
+        v = self._split_heads(v)
+        out = focused_linear_attention(
+            self._split_heads(q), self._split_heads(k), v)
+        out = out.transpose(1, 2).reshape(batch, num_tokens, channels)
+        v_map = v.reshape(batch * self.num_heads, *hw,
+                          self.head_dims).permute(0, 3, 1, 2)
+        dwc = self.dwc(v_map).reshape(batch, channels, num_tokens)
+        return out + dwc.transpose(1, 2)
