@@ -47,7 +47,8 @@ def generated_scene(height, width, seed=0):
     for _ in range(6):
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
-        r = int(rng.integers(min(height, width) // 16, min(height, width) // 5))
+        side = min(height, width)
+        r = int(rng.integers(side // 16, side // 5))
         if rng.random() < 0.5:
             cv2.circle(img, (x, y), r, color, -1)
         else:

@@ -5,12 +5,13 @@ Since torch 2.6 ``torch.load`` only unpickles allow-listed globals, while
 mmengine 0.10.7 calls it without ``weights_only``. Checkpoints written by an
 mmengine Runner hold a ``MessageHub`` (``HistoryBuffer`` objects and numpy
 scalars and arrays), and the official L²ViT/FLatten release files hold an
-``argparse.Namespace``. Rather than turning weights-only loading off, this
-module allow-lists exactly those classes, so a pickle that would run any
-other code is still refused.
+``argparse.Namespace`` (L²ViT) or a yacs ``CfgNode`` (FLatten). Rather
+than turning weights-only loading off, this module allow-lists exactly
+those classes, so a pickle that would run any other code is still refused.
 """
 import argparse
 import importlib
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -39,6 +40,20 @@ def _history_buffer_getattr(obj, name):
         f'refusing getattr({type(obj).__name__}, {name!r}) in a checkpoint')
 
 
+class YacsConfigAsDict:
+    """Unpickles a yacs ``CfgNode`` as a plain ``OrderedDict``.
+
+    The official FLatten release files pickle their training config as a
+    ``CfgNode``, a dict subclass, which the weights-only unpickler cannot
+    fill (it sets items only on plain dicts), with or without yacs
+    installed. Only the weights beside it are needed, so the config is
+    read as an ``OrderedDict`` whose attributes hold the node's flags.
+    """
+
+    def __new__(cls, *args):
+        return OrderedDict()
+
+
 def checkpoint_safe_globals():
     """Return the ``(callable, pickled path)`` pairs to allow-list."""
     from mmengine.logging import HistoryBuffer
@@ -50,6 +65,7 @@ def checkpoint_safe_globals():
         (HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
         (_history_buffer_getattr, 'builtins.getattr'),
         (argparse.Namespace, 'argparse.Namespace'),
+        (YacsConfigAsDict, 'yacs.config.CfgNode'),
         (np.ndarray, 'numpy.ndarray'),
         (np.dtype, 'numpy.dtype'),
     ]

@@ -4,6 +4,8 @@ official checkpoints."""
 import argparse
 import io
 import os
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -78,3 +80,30 @@ def test_pickle_that_runs_code_is_refused(tmp_path, payload):
     message = str(info.value)
     assert 'Weights only load failed' in message or 'refusing getattr' in \
         message
+
+
+def test_flatten_release_layout_with_yacs_config_loads(tmp_path, monkeypatch):
+    """FLatten files pickle a yacs CfgNode; it loads (as an OrderedDict)
+    whether or not yacs is installed."""
+    fake_yacs = types.ModuleType('yacs')
+    fake_config = types.ModuleType('yacs.config')
+
+    class CfgNode(dict):
+        pass
+
+    CfgNode.__module__ = 'yacs.config'
+    CfgNode.__qualname__ = 'CfgNode'
+    fake_config.CfgNode = CfgNode
+    config = CfgNode(MODEL=CfgNode(TYPE='flatten_swin'), EPOCHS=300)
+    config.__dict__['__immutable__'] = True
+    path = str(tmp_path / 'flatten_swin_t.pth')
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, 'yacs', fake_yacs)
+        patch.setitem(sys.modules, 'yacs.config', fake_config)
+        torch.save(
+            dict(model={'w': torch.ones(1)}, config=config, epoch=299,
+                 max_accuracy=82.1), path)
+    loaded = _load_checkpoint(path, map_location='cpu')
+    assert loaded['config']['MODEL']['TYPE'] == 'flatten_swin'
+    assert loaded['config'].__dict__['__immutable__'] is True
+    assert torch.equal(loaded['model']['w'], torch.ones(1))

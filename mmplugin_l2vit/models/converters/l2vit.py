@@ -1,16 +1,18 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """Key map between the official L²ViT checkpoints and :class:`L2ViT`.
 
-Official (classification) key            ->  plugin key
-``downsample_layers.0.proj.proj.{0,1,3,4}``  ``stem.{conv1,bn1,conv2,bn2}``
-``downsample_layers.0.norm``                 ``stem.norm``
-``downsample_layers.{i}.{norm,proj}``        ``stages.{i}.downsample.{norm,conv}``
-``stages.{i}.{j}.cpe.{0,1}.proj``            ``stages.{i}.blocks.{j}.{cpe_attn,cpe_ffn}``
-``stages.{i}.{j}.norm1 / attn``              ``stages.{i}.blocks.{j}.norm_attn / attn``
-``stages.{i}.{j}.norm3 / local_mp``          ``stages.{i}.blocks.{j}.norm_lcm / lcm``
-``stages.{i}.{j}.norm2 / mlp``               ``stages.{i}.blocks.{j}.norm_ffn / ffn``
-``norm``                                     ``norm3`` (the last output norm)
-``head``                                     dropped, or ``head.fc`` (mmpretrain)
+Official (classification) key -> plugin key:
+
+- ``downsample_layers.0.proj.proj.{0,1,3,4}`` -> ``stem.{conv1,bn1,conv2,
+  bn2}``; ``downsample_layers.0.norm`` -> ``stem.norm``
+- ``downsample_layers.{i}.{norm,proj}`` -> ``stages.{i}.downsample.{norm,
+  conv}``
+- in ``stages.{i}.{j}`` -> ``stages.{i}.blocks.{j}``: ``cpe.0.proj`` ->
+  ``cpe_attn.conv``, ``cpe.1.proj`` -> ``cpe_ffn.conv``, ``norm1`` ->
+  ``norm_attn``, ``norm3`` -> ``norm_lcm``, ``local_mp`` -> ``lcm``,
+  ``norm2`` -> ``norm_ffn``, ``mlp`` -> ``ffn``, ``attn`` unchanged
+- ``norm`` -> ``norm3`` (the last output norm)
+- ``head`` -> dropped, or ``head.fc`` (an mmpretrain ``LinearClsHead``)
 """
 from .official import KeyMapConverter
 
@@ -26,8 +28,10 @@ L2VIT_CONVERTER = KeyMapConverter(
         (r'^downsample_layers\.0\.proj\.proj\.3\.', 'stem.conv2.'),
         (r'^downsample_layers\.0\.proj\.proj\.4\.', 'stem.bn2.'),
         (r'^downsample_layers\.0\.norm\.', 'stem.norm.'),
-        (r'^downsample_layers\.([1-3])\.norm\.', r'stages.\1.downsample.norm.'),
-        (r'^downsample_layers\.([1-3])\.proj\.', r'stages.\1.downsample.conv.'),
+        (r'^downsample_layers\.([1-3])\.norm\.',
+         r'stages.\1.downsample.norm.'),
+        (r'^downsample_layers\.([1-3])\.proj\.',
+         r'stages.\1.downsample.conv.'),
         (r'^stages\.(\d+)\.(\d+)\.cpe\.0\.proj\.',
          r'stages.\1.blocks.\2.cpe_attn.conv.'),
         (r'^stages\.(\d+)\.(\d+)\.cpe\.1\.proj\.',

@@ -165,4 +165,3 @@ class KeyMapConverter:
         return (f'the checkpoint is not an {self.family} one (neither '
                 f'official nor converted); its first keys are {keys[:5]}.'
                 + hint)
-
