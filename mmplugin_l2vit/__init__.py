@@ -2,15 +2,16 @@
 """Linear-attention backbones (L²ViT, FLatten) for OpenMMLab.
 
 Importing the package registers every backbone (see :mod:`.registry`) and
-allow-lists the few classes that OpenMMLab and official checkpoints need for
-``torch.load`` with ``weights_only=True`` (see :mod:`.runtime`).
+applies the fixes today's stack needs (see :mod:`.runtime`): weights-only
+``torch.load`` of OpenMMLab and official checkpoints, distributed training
+on CPU-only hosts, atomic checkpoint writes.
 """
 from .models import *  # noqa: F401,F403,E402  (registers the backbones)
 from .registry import register_into_downstream
-from .runtime import allow_checkpoint_globals
+from .runtime import apply_stack_fixes
 from .version import __version__
 
-allow_checkpoint_globals()
+apply_stack_fixes()
 register_into_downstream()
 
 __all__ = ['__version__']

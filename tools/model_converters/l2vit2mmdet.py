@@ -9,19 +9,15 @@ on an ``L2ViT`` backbone (the official file loads there directly too).
 for an mmpretrain ``ImageClassifier`` with a ``LinearClsHead``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
-
-import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 import mmplugin_l2vit  # noqa: E402,F401  (allow-lists checkpoint classes)
-from mmplugin_l2vit.models.converters import (L2VIT_CONVERTER,  # noqa: E402
-                                              CheckpointFormatError,
-                                              unwrap_checkpoint)
+from mmplugin_l2vit.models.converters import (  # noqa: E402
+    L2VIT_CONVERTER, convert_checkpoint_file)
 
 
 def parse_args(argv=None):
@@ -41,24 +37,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        sys.exit('refusing to overwrite the source checkpoint')
-    checkpoint = torch.load(args.src, map_location='cpu')
     try:
-        state_dict = unwrap_checkpoint(checkpoint, use_ema=args.ema)
-        weights = L2VIT_CONVERTER.convert(
-            state_dict, keep_head=args.mmpretrain)
-    except CheckpointFormatError as error:
+        count = convert_checkpoint_file(args.src, args.dst, L2VIT_CONVERTER,
+                                        args.ema, args.mmpretrain)
+    except ValueError as error:  # CheckpointFormatError included
         sys.exit(f'{args.src}: {error}')
-    if args.mmpretrain:
-        weights = {(k if k.startswith('head.') else 'backbone.' + k): v
-                   for k, v in weights.items()}
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    # Write then rename, so an interrupted run never leaves a partial DST.
-    tmp = f'{args.dst}.tmp{os.getpid()}'
-    torch.save(weights, tmp)
-    os.replace(tmp, args.dst)
-    print(f'wrote {len(weights)} tensors to {args.dst}')
+    print(f'wrote {count} tensors to {args.dst}')
 
 
 if __name__ == '__main__':

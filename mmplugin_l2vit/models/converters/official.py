@@ -5,17 +5,24 @@ A :class:`KeyMapConverter` holds one family's key map as ordered regular
 expression rules. Backbones call :meth:`KeyMapConverter.convert_in_place`
 from a ``load_state_dict`` pre-hook, so ``init_cfg=dict(type='Pretrained',
 checkpoint=...)`` accepts an official release file as it is; the model
-converter CLIs call :func:`unwrap_checkpoint` and
-:meth:`KeyMapConverter.convert`.
+converter CLIs call :func:`convert_checkpoint_file`.
 """
+import os
+import os.path as osp
 import re
 from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
+import torch
+
 Rules = Sequence[Tuple[str, Optional[str]]]
 
-# Keys of the training dicts that official release files are saved as.
-CONTAINER_KEYS = ('model', 'model_ema', 'state_dict', 'module')
+# Keys of the training dicts that official release files are saved as:
+# L²ViT has ``model`` and ``model_ema``, FLatten ``model`` and (CSwin)
+# ``state_dict_ema``.
+CONTAINER_KEYS = ('model', 'model_ema', 'state_dict', 'state_dict_ema',
+                  'module')
+EMA_KEYS = ('model_ema', 'state_dict_ema')
 
 
 _DROP = object()
@@ -35,24 +42,26 @@ def unwrap_checkpoint(checkpoint: Mapping,
                       use_ema: bool = False) -> 'OrderedDict':
     """Return the model state dict held by a checkpoint file's content.
 
-    Accepts an official training dict (``model`` and maybe ``model_ema``),
-    an mmengine one (``state_dict``) or a bare state dict, and strips a
-    ``module.`` prefix.
+    Accepts an official training dict (``model`` and maybe ``model_ema`` or
+    ``state_dict_ema``), an mmengine one (``state_dict``) or a bare state
+    dict, and strips a ``module.`` prefix.
 
     Args:
         checkpoint (Mapping): What ``torch.load`` returned.
-        use_ema (bool): Take ``model_ema`` rather than ``model``.
+        use_ema (bool): Take the EMA weights rather than ``model``.
             Default: False.
     """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointFormatError(
             f'expected a dict from the checkpoint, got {type(checkpoint)}')
     if use_ema:
-        if 'model_ema' not in checkpoint:
+        ema_key = next((k for k in EMA_KEYS if k in checkpoint), None)
+        if ema_key is None:
             raise CheckpointFormatError(
-                'use_ema was asked for but the checkpoint has no model_ema; '
-                f'its top-level keys are {sorted(checkpoint)[:10]}')
-        state_dict = checkpoint['model_ema']
+                f'EMA weights were asked for but the checkpoint has none of '
+                f'{list(EMA_KEYS)}; its top-level keys are '
+                f'{sorted(checkpoint)[:10]}')
+        state_dict = checkpoint[ema_key]
     else:
         state_dict = next(
             (checkpoint[key] for key in CONTAINER_KEYS
@@ -165,3 +174,35 @@ class KeyMapConverter:
         return (f'the checkpoint is not an {self.family} one (neither '
                 f'official nor converted); its first keys are {keys[:5]}.'
                 + hint)
+
+
+def convert_checkpoint_file(src: str,
+                            dst: str,
+                            converter: KeyMapConverter,
+                            use_ema: bool = False,
+                            mmpretrain: bool = False) -> int:
+    """Convert an official checkpoint file; return the tensors written.
+
+    Writes a plain backbone state dict, or with ``mmpretrain`` a whole
+    ``ImageClassifier`` one (``backbone.*`` and ``head.fc.*``). The file is
+    written under a temporary name and renamed, so an interrupted run never
+    leaves a partial ``dst``; ``dst`` may not be ``src``.
+    """
+    if osp.abspath(src) == osp.abspath(dst):
+        raise ValueError('refusing to overwrite the source checkpoint')
+    checkpoint = torch.load(src, map_location='cpu')
+    weights = converter.convert(
+        unwrap_checkpoint(checkpoint, use_ema=use_ema), keep_head=mmpretrain)
+    if mmpretrain:
+        weights = OrderedDict(
+            (k if k.startswith('head.') else 'backbone.' + k, v)
+            for k, v in weights.items())
+    os.makedirs(osp.dirname(osp.abspath(dst)), exist_ok=True)
+    tmp = f'{dst}.tmp{os.getpid()}'
+    try:
+        torch.save(weights, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return len(weights)

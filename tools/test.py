@@ -1,0 +1,121 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Evaluate a checkpoint with an mmdet, mmseg or mmpretrain config.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+        [--show-dir DIR] [--tta] [--cfg-options K=V ...] [--launcher pytorch]
+
+``--out`` dumps the raw predictions (a .pkl file for mmdet and mmpretrain,
+a directory of label maps for mmseg); ``--show-dir`` saves drawn results
+under the work dir.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import mmplugin_l2vit  # noqa: E402,F401
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to save the metrics')
+    parser.add_argument('--out', help='dump the predictions to this file')
+    parser.add_argument(
+        '--show-dir', help='save drawn predictions in this directory')
+    parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def _enable_drawing(cfg, show_dir, scope):
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise SystemExit('--show-dir needs default_hooks.visualization')
+    hooks.visualization.draw = True
+    hooks.visualization.test_out_dir = show_dir
+    if scope == 'mmseg':
+        hooks.visualization.interval = 1
+
+
+def _dump_predictions(cfg, out, scope):
+    if scope == 'mmseg':
+        # mmseg's IoUMetric writes the label maps itself.
+        evaluators = cfg.test_evaluator
+        for evaluator in (evaluators if isinstance(evaluators, list) else
+                          [evaluators]):
+            evaluator['output_dir'] = out
+            evaluator['keep_results'] = True
+        return None
+    if not out.endswith(('.pkl', '.pickle')):
+        raise SystemExit('--out must be a .pkl or .pickle file')
+    if scope == 'mmdet':
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out)
+    from mmengine.evaluator import DumpResults
+    return DumpResults(out_file_path=out)
+
+
+def _use_tta(cfg):
+    if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+        raise SystemExit('--tta needs tta_model and tta_pipeline in the '
+                         'config')
+    cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
+    cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+
+
+def build_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'no checkpoint at {args.checkpoint}')
+    cfg.load_from = args.checkpoint
+    scope = cfg.get('default_scope', 'mmdet')
+    if args.show_dir:
+        _enable_drawing(cfg, args.show_dir, scope)
+    if args.tta:
+        _use_tta(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    scope = cfg.get('default_scope', 'mmdet')
+    dump = _dump_predictions(cfg, args.out, scope) if args.out else None
+    runner = (Runner.from_cfg(cfg)
+              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    if dump is not None:
+        runner.test_evaluator.metrics.append(dump)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
