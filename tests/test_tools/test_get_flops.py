@@ -1,0 +1,45 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""MAC counts include the attention matmuls and match the spec's numbers."""
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmplugin_l2vit import L2ViT
+from mmplugin_l2vit.analysis import count_macs
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+# Spec, measured on the official model (conv + linear + matmul) including
+# the 1000-class head, which the backbone does not have.
+HEAD_MACS = 768 * 1000
+
+
+def test_l2vit_tiny_macs_match_official_count():
+    macs = count_macs(L2ViT('tiny', out_indices=(3, )).eval(),
+                      torch.randn(1, 3, 224, 224))
+    assert macs['total'] + HEAD_MACS == pytest.approx(4.688e9, rel=2e-4)
+    # The attention matmuls are in: window softmax and linear attention.
+    assert macs['aten._scaled_dot_product_flash_attention_for_cpu'] > 6e7
+    assert macs['aten.bmm'] > 4e7
+
+
+def test_linear_cost_at_detection_size():
+    macs = count_macs(L2ViT('tiny').eval(), torch.randn(1, 3, 800, 1280))
+    assert macs['total'] == pytest.approx(97.6e9, rel=1e-3)
+
+
+def test_cli_with_config_counts_backbone_and_neck():
+    result = subprocess.run(
+        [sys.executable, 'tools/analysis_tools/get_flops.py',
+         'configs/mask_rcnn_l2vit.py', '--shape', '512'],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    backbone = next(line for line in lines if line.startswith('backbone'))
+    name, params, gmacs = backbone.split()[1:]
+    assert (name, params) == ('L2ViT', '27.83M')
+    assert float(gmacs) == pytest.approx(25.5, rel=2e-3)  # spec @ 512x512
+    assert any(line.startswith('neck') for line in lines)
