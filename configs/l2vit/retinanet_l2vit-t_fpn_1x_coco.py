@@ -1,0 +1,6 @@
+# L²ViT-T RetinaNet, 1x on COCO (drop path 0.1, multi-scale + crop).
+_base_ = [
+    '../_base_/models/retinanet_l2vit-t_fpn.py',
+    '../_base_/datasets/coco_detection_ms-crop.py',
+    '../_base_/schedules/adamw_1x.py', 'mmdet::_base_/default_runtime.py'
+]
