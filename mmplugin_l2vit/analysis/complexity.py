@@ -8,7 +8,7 @@ bmm, einsum, convolution and linear, and adds the CPU flash kernel of
 ``scaled_dot_product_attention`` that it does not know by itself.
 """
 from collections import Counter
-from typing import Dict
+from typing import Callable, Dict
 
 import torch
 from torch.utils.flop_counter import (FlopCounterMode,
@@ -36,9 +36,9 @@ _EXTRA_FORMULAS = {
 }
 
 
-@torch.no_grad()
-def count_macs(model: torch.nn.Module, *inputs, **kwargs) -> Dict[str, int]:
-    """Run ``model(*inputs, **kwargs)`` once and count its MACs by operator.
+def count_macs_of(fn: Callable[[], object]) -> Dict[str, int]:
+    """Run ``fn()`` once and count the MACs of everything it computes
+    (backward passes included) by operator.
 
     Returns:
         dict: ``{'total': MACs, '<aten op>': MACs, ...}``; a MAC is one
@@ -46,8 +46,15 @@ def count_macs(model: torch.nn.Module, *inputs, **kwargs) -> Dict[str, int]:
     """
     with FlopCounterMode(display=False,
                          custom_mapping=_EXTRA_FORMULAS) as counter:
-        model(*inputs, **kwargs)
+        fn()
     by_op = Counter()
     for op, flops in counter.get_flop_counts()['Global'].items():
         by_op[str(op)] += flops // 2
     return dict(total=sum(by_op.values()), **by_op)
+
+
+@torch.no_grad()
+def count_macs(model: torch.nn.Module, *inputs, **kwargs) -> Dict[str, int]:
+    """The MACs of one inference call ``model(*inputs, **kwargs)``; see
+    :func:`count_macs_of`."""
+    return count_macs_of(lambda: model(*inputs, **kwargs))
