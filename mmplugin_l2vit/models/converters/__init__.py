@@ -1,9 +1,10 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+from .flatten_swin import FLATTEN_SWIN_CONVERTER
 from .l2vit import L2VIT_CONVERTER
 from .official import (CheckpointFormatError, KeyMapConverter,
                        convert_checkpoint_file, unwrap_checkpoint)
 
 __all__ = [
-    'L2VIT_CONVERTER', 'CheckpointFormatError', 'KeyMapConverter',
-    'convert_checkpoint_file', 'unwrap_checkpoint'
+    'FLATTEN_SWIN_CONVERTER', 'L2VIT_CONVERTER', 'CheckpointFormatError',
+    'KeyMapConverter', 'convert_checkpoint_file', 'unwrap_checkpoint'
 ]

@@ -1,5 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Softmax attention inside non-overlapping local windows."""
+"""Softmax attention inside non-overlapping local windows, optionally
+shifted (Swin)."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -48,14 +50,19 @@ class UnmaskedWindowAttention(nn.Module):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def attend(self, windows):
-        """Attend within ``(num_windows, window_tokens, C)`` windows."""
+    def attend(self, windows, attn_mask=None):
+        """Attend within ``(num_windows, window_tokens, C)`` windows.
+
+        ``attn_mask``, if given, is added to the attention logits and must
+        broadcast to ``(num_windows, num_heads, window_tokens,
+        window_tokens)``.
+        """
         num_windows, num_tokens, channels = windows.shape
         qkv = self.qkv(windows).view(num_windows, num_tokens, 3,
                                      self.num_heads,
                                      self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(num_windows, num_tokens, channels)
         return self.proj(out)
 
@@ -73,3 +80,139 @@ class UnmaskedWindowAttention(nn.Module):
         if pad_h or pad_w:
             x = x[:, :height, :width]
         return x.reshape(batch, height * width, channels)
+
+
+def relative_position_index(window_size: int):
+    """Swin's ``(window_size**2, window_size**2)`` index into a relative
+    position bias table of ``(2 * window_size - 1)**2`` rows: query ``i``
+    and key ``j`` offset by ``(dy, dx) = pos_i - pos_j`` read row
+    ``(dy + window_size - 1) * (2 * window_size - 1) + dx + window_size - 1``.
+    """
+    coords = torch.arange(window_size)
+    rows = coords.repeat_interleave(window_size)
+    cols = coords.repeat(window_size)
+    offset_y = rows[:, None] - rows[None, :] + window_size - 1
+    offset_x = cols[:, None] - cols[None, :] + window_size - 1
+    return offset_y * (2 * window_size - 1) + offset_x
+
+
+def shifted_window_mask(padded_hw: HW,
+                        window_size: int,
+                        shift_size: int,
+                        dtype=torch.float32,
+                        device=None):
+    """The additive attention mask of Swin's shifted windows.
+
+    After a map of size ``padded_hw`` (multiples of ``window_size``) is
+    rolled up and left by ``shift_size``, the last window along each axis
+    holds two strips that were not neighbours: the map's far edge and the
+    wrapped-around near edge. Tokens of different strips must not attend to
+    each other, so the mask is -100 between them and 0 elsewhere (-100, not
+    -inf, as in Swin: no row is ever fully masked).
+
+    Returns:
+        Tensor: ``(num_windows, window_size**2, window_size**2)``, windows
+        in the order of :func:`window_partition`.
+    """
+    height, width = padded_hw
+
+    def strips(length):
+        # 0 before the last window, 1 for the far edge, 2 for the wrapped
+        # near edge.
+        index = torch.arange(length, device=device)
+        return ((index >= length - window_size).long() +
+                (index >= length - shift_size).long())
+
+    labels = strips(height)[:, None] * 3 + strips(width)
+    labels = window_partition(labels.view(1, height, width, 1),
+                              window_size).squeeze(-1)
+    apart = labels.unsqueeze(1) != labels.unsqueeze(2)
+    return torch.zeros(
+        apart.shape, dtype=dtype, device=device).masked_fill(apart, -100.)
+
+
+class ShiftedWindowAttention(UnmaskedWindowAttention):
+    """Swin's window attention for maps of any size: the softmax attention
+    of :class:`UnmaskedWindowAttention` plus a learned relative position
+    bias and an optional cyclic shift of the windows.
+
+    - A map that fits in one window (no side longer than ``window_size``)
+      is attended as a single window of its own size, neither padded nor
+      shifted, as the original Swin does when a stage is no larger than its
+      window. Its bias is read from the table at that window's offsets.
+    - A larger map follows mmdet's Swin: it is zero-padded on the right and
+      bottom to multiples of the window (padded tokens are attended to
+      without a mask), rolled up and left by ``shift_size`` if that is not
+      0, with the mask of :func:`shifted_window_mask` built for the padded
+      size at run time, then rolled back and cropped.
+
+    The bias (plus the mask) is the additive ``attn_mask`` of
+    ``F.scaled_dot_product_attention``; under autocast its fused kernels
+    take the softmax in fp32, and the finite mask never empties a row.
+
+    Args:
+        embed_dims (int): Channels of the tokens.
+        num_heads (int): Number of heads.
+        window_size (int): Side of the square windows.
+        shift_size (int): Shift of the windows on maps larger than one
+            window; 0 for none. Default: 0.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 window_size: int,
+                 shift_size: int = 0):
+        super().__init__(embed_dims, num_heads, window_size)
+        if not 0 <= shift_size < window_size:
+            raise ValueError(f'shift_size must be in [0, window_size = '
+                             f'{window_size}), got {shift_size}')
+        self.shift_size = shift_size
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * window_size - 1)**2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=.02)
+        # A function of the window size alone: rebuilt, never loaded.
+        self.register_buffer(
+            'relative_position_index',
+            relative_position_index(window_size),
+            persistent=False)
+
+    def relative_position_bias(self, window_hw: HW):
+        """The ``(num_heads, N, N)`` bias of a window of ``window_hw``
+        (at most ``window_size`` on each side) with N tokens."""
+        index = self.relative_position_index
+        size = self.window_size
+        if tuple(window_hw) != (size, size):
+            # A smaller window's tokens are the top-left ones of a full one.
+            rows = torch.arange(window_hw[0], device=index.device)
+            cols = torch.arange(window_hw[1], device=index.device)
+            tokens = (rows[:, None] * size + cols).flatten()
+            index = index[tokens][:, tokens]
+        return self.relative_position_bias_table.t()[:, index]
+
+    def forward(self, x, hw: HW):
+        batch, num_tokens, channels = x.shape
+        height, width = hw
+        size, shift = self.window_size, self.shift_size
+        if height <= size and width <= size:
+            return self.attend(x, self.relative_position_bias(hw))
+        x = x.view(batch, height, width, channels)
+        pad_h, pad_w = -height % size, -width % size
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        padded_hw = (height + pad_h, width + pad_w)
+        attn_mask = self.relative_position_bias((size, size))
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+            shift_mask = shifted_window_mask(padded_hw, size, shift,
+                                             attn_mask.dtype, x.device)
+            # One (heads, N, N) mask per window of every image.
+            attn_mask = (shift_mask.unsqueeze(1) + attn_mask).repeat(
+                batch, 1, 1, 1)
+        windows = self.attend(window_partition(x, size), attn_mask)
+        x = window_reverse(windows, size, padded_hw)
+        if shift:
+            x = torch.roll(x, (shift, shift), dims=(1, 2))
+        if pad_h or pad_w:
+            x = x[:, :height, :width]
+        return x.reshape(batch, num_tokens, channels)
