@@ -1,4 +1,5 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+from .flatten_cswin import FLATTEN_CSWIN_CONVERTER
 from .flatten_pvt import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
 from .flatten_swin import FLATTEN_SWIN_CONVERTER
 from .l2vit import L2VIT_CONVERTER
@@ -6,7 +7,8 @@ from .official import (CheckpointFormatError, KeyMapConverter,
                        convert_checkpoint_file, unwrap_checkpoint)
 
 __all__ = [
-    'FLATTEN_PVT_CONVERTER', 'FLATTEN_PVT_V2_CONVERTER',
-    'FLATTEN_SWIN_CONVERTER', 'L2VIT_CONVERTER', 'CheckpointFormatError',
-    'KeyMapConverter', 'convert_checkpoint_file', 'unwrap_checkpoint'
+    'FLATTEN_CSWIN_CONVERTER', 'FLATTEN_PVT_CONVERTER',
+    'FLATTEN_PVT_V2_CONVERTER', 'FLATTEN_SWIN_CONVERTER',
+    'L2VIT_CONVERTER', 'CheckpointFormatError', 'KeyMapConverter',
+    'convert_checkpoint_file', 'unwrap_checkpoint'
 ]
