@@ -1,4 +1,5 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+import os
 import os.path as osp
 import sys
 
@@ -7,6 +8,11 @@ import torch
 
 # The reference model and helpers live next to the tests.
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+
+# pytest-xdist workers share the cores: one thread pool each, sized so
+# they do not oversubscribe the machine (which slows everything badly).
+_workers = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // _workers))
 
 # A small L²ViT (head dim 32 as in the real ones) for fast tests.
 SMALL_ARCH = dict(

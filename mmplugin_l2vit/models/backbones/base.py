@@ -5,18 +5,51 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..layers import tokens_to_nchw
+from ..layers.tokens import HW
+
+
+class Stage(nn.Module):
+    """One stage: an optional downsampling of the previous stage's tokens,
+    then blocks called as ``block(x, hw)``.
+
+    Args:
+        downsample (nn.Module, optional): Maps ``(x, hw)`` to the stage's
+            ``(x, hw)``; None for the first stage, which follows the stem.
+        blocks (Sequence[nn.Module]): The stage's blocks.
+        with_cp (bool): Gradient checkpointing of each block.
+    """
+
+    def __init__(self, downsample: Optional[nn.Module],
+                 blocks: Sequence[nn.Module], with_cp: bool):
+        super().__init__()
+        self.with_cp = with_cp
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x, hw: HW):
+        if self.downsample is not None:
+            x, hw = self.downsample(x, hw)
+        for block in self.blocks:
+            if self.with_cp and torch.is_grad_enabled():
+                x = cp.checkpoint(block, x, hw, use_reentrant=False)
+            else:
+                x = block(x, hw)
+        return x, hw
 
 
 class HierarchicalBackbone(BaseModule):
     """Base of the plugin's four-stage (strides 4/8/16/32) backbones.
 
     A subclass defines ``arch_zoo``, ``arch_keys`` and
-    ``checkpoint_converter``, builds ``self.stem`` and ``self.stages`` (one
-    module per stage, the downsampling that starts a stage included) and
-    calls :meth:`_add_out_norms`. This class provides the OpenMMLab backbone
-    contract on top:
+    ``checkpoint_converter``, builds ``self.stem`` (image -> ``(tokens,
+    hw)``) and ``self.stages`` (one :class:`Stage` each, the downsampling
+    that starts a stage included) and calls :meth:`_add_out_norms`. This
+    class provides the OpenMMLab backbone contract and the forward pass:
 
     - ``arch`` presets or a dict, validated with a clear message;
     - ``out_indices`` validation and one LayerNorm ``norm{i}`` per output;
@@ -45,6 +78,10 @@ class HierarchicalBackbone(BaseModule):
     checkpoint_converter = None
     # Total stride; a smaller input would leave no full last-stage pixel.
     min_input_size = 32
+    # True where the norms ``norm{i}`` sit in the main path and the next
+    # stage takes the normed tokens (PVTv2); otherwise they only normalise
+    # the returned outputs.
+    main_path_norms = False
 
     def __init__(self,
                  arch: Union[str, dict],
@@ -163,6 +200,22 @@ class HierarchicalBackbone(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
+
+    def forward(self, x):
+        """Return a tuple of ``(B, C_i, H_i, W_i)`` maps, one per entry of
+        ``out_indices``, at strides 4, 8, 16 and 32."""
+        self.check_input(x)
+        x, hw = self.stem(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x, hw = stage(x, hw)
+            if self.main_path_norms:
+                x = getattr(self, f'norm{i}')(x)
+            if i in self.out_indices:
+                out = x if self.main_path_norms else getattr(
+                    self, f'norm{i}')(x)
+                outs.append(tokens_to_nchw(out, hw))
+        return tuple(outs)
 
     def _convert_checkpoint_on_load(self, module, state_dict, prefix, *args):
         self.checkpoint_converter.convert_in_place(state_dict, prefix)

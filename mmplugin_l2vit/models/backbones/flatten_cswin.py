@@ -6,20 +6,18 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_CSWIN_CONVERTER
-from ..layers import FocusedLinearAttention, Mlp, map_to_tokens, tokens_to_nchw
+from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
+                      map_to_tokens, tokens_to_nchw)
 from ..layers.tokens import HW
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, Stage
 
 # (height, width) of attention windows; None spans the whole map.
 WindowShape = Tuple[Optional[int], Optional[int]]
-
-POS_RESIZE_MODES = ('bilinear', 'bicubic')
 
 
 class CSwinStem(nn.Module):
@@ -196,7 +194,7 @@ class CSwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class CSwinStage(nn.Module):
+class CSwinStage(Stage):
     """Optional :class:`MergeBlock`, then blocks of one attention kind.
 
     Args:
@@ -222,11 +220,6 @@ class CSwinStage(nn.Module):
                  num_heads: int, attention: str, split_size: int, pos_grid: HW,
                  pos_resize_mode: str, mlp_ratio: float,
                  drop_paths: Sequence[float], with_cp: bool):
-        super().__init__()
-        self.with_cp = with_cp
-        self.downsample = None if in_channels is None else MergeBlock(
-            in_channels, embed_dims)
-
         def make_attns():
             if attention == 'linear':
                 return [
@@ -240,19 +233,13 @@ class CSwinStage(nn.Module):
                 ]
             return [LePEAttention(embed_dims, num_heads, (None, None))]
 
-        self.blocks = nn.ModuleList(
-            CSwinBlock(embed_dims, make_attns(), mlp_ratio, drop_paths[j])
-            for j in range(depth))
-
-    def forward(self, x, hw: HW):
-        if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
-        for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, hw, use_reentrant=False)
-            else:
-                x = block(x, hw)
-        return x, hw
+        super().__init__(
+            None if in_channels is None else MergeBlock(
+                in_channels, embed_dims),
+            [
+                CSwinBlock(embed_dims, make_attns(), mlp_ratio, drop_paths[j])
+                for j in range(depth)
+            ], with_cp)
 
 
 @MODELS.register_module()
@@ -362,9 +349,7 @@ class FLattenCSWin(HierarchicalBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)
-        if pos_resize_mode not in POS_RESIZE_MODES:
-            raise ValueError(f'pos_resize_mode must be one of '
-                             f'{POS_RESIZE_MODES}, got {pos_resize_mode!r}')
+        check_pos_resize_mode(pos_resize_mode)
         settings = self.arch_settings
         self.embed_dims = list(settings['embed_dims'])
         depths = settings['depths']
@@ -411,15 +396,3 @@ class FLattenCSWin(HierarchicalBackbone):
             elif isinstance(module, nn.LayerNorm):
                 constant_init(module, 1, bias=0)
         super().init_weights()
-
-    def forward(self, x):
-        """Return a tuple of ``(B, C_i, H_i, W_i)`` maps, one per entry of
-        ``out_indices``, at strides 4, 8, 16 and 32."""
-        self.check_input(x)
-        x, hw = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage(x, hw)
-            if i in self.out_indices:
-                outs.append(tokens_to_nchw(getattr(self, f'norm{i}')(x), hw))
-        return tuple(outs)

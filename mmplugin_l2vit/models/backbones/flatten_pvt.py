@@ -6,21 +6,18 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import (constant_init, normal_init,
                                         trunc_normal_, trunc_normal_init)
 
 from ...registry import MODELS
 from ..converters import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, map_to_tokens,
-                      pad_to_multiple, resize_pos_embed, tokens_to_map,
-                      tokens_to_nchw)
+from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
+                      map_to_tokens, pad_to_multiple, resize_pos_embed,
+                      tokens_to_map, tokens_to_nchw)
 from ..layers.tokens import HW
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, Stage
 
-# Modes of ``F.interpolate`` for 2-D grids.
-POS_RESIZE_MODES = ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area')
 # The official models were trained at 224x224: their position tables hold
 # the stage grids 56, 28, 14 and 7 of that size.
 PRETRAIN_GRIDS = ((56, 56), (28, 28), (14, 14), (7, 7))
@@ -152,8 +149,13 @@ class PVTPatchEmbed(nn.Module):
         self.pos_embed = None if pos_grid is None else nn.Parameter(
             torch.zeros(1, pos_grid[0] * pos_grid[1], embed_dims))
 
-    def forward(self, x):
-        """``(B, C, H, W)`` map -> ``(B, N, embed_dims)`` tokens and grid."""
+    def forward(self, x, hw: Optional[HW] = None):
+        """Embed an image, or the ``(B, N, C)`` tokens of a previous stage on
+        the grid ``hw``; return ``(B, N', embed_dims)`` tokens and grid."""
+        if hw is not None:
+            # A contiguous NCHW map, as in the official model: the conv sums
+            # in the same order, and the outputs match bit for bit.
+            x = tokens_to_nchw(x, hw)
         if self.pad_to_stride:
             x = pad_to_multiple(x, self.stride)
         x = self.proj(x)
@@ -165,40 +167,10 @@ class PVTPatchEmbed(nn.Module):
         return x, hw
 
 
-class FLattenPVTStage(nn.Module):
-    """Optional patch embedding of the previous stage's tokens, then blocks.
-
-    Args:
-        downsample (PVTPatchEmbed, optional): Patch embedding that starts
-            the stage; None for the first stage, which follows the stem.
-        blocks (list[FLattenPVTBlock]): The stage's blocks.
-        with_cp (bool): Gradient checkpointing of each block.
-    """
-
-    def __init__(self, downsample: Optional[PVTPatchEmbed],
-                 blocks: List[FLattenPVTBlock], with_cp: bool):
-        super().__init__()
-        self.with_cp = with_cp
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x, hw: HW):
-        if self.downsample is not None:
-            # A contiguous NCHW map, as in the official model: the conv sums
-            # in the same order, and the outputs match bit for bit.
-            x, hw = self.downsample(tokens_to_nchw(x, hw))
-        for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, hw, use_reentrant=False)
-            else:
-                x = block(x, hw)
-        return x, hw
-
-
 class FLattenPVTBase(HierarchicalBackbone):
     """What FLatten-PVT and FLatten-PVTv2 share.
 
-    Subclasses set ``conv_mlp``, ``stage_norms`` and
+    Subclasses set ``conv_mlp``, ``main_path_norms`` and
     ``fan_out_conv_init``, implement :meth:`_patch_embed`, call
     :meth:`_build_layers` and add the ``norm{i}`` modules.
     """
@@ -206,9 +178,6 @@ class FLattenPVTBase(HierarchicalBackbone):
     arch_defaults = dict(mlp_ratios=[8, 8, 4, 4])
     # PVTv2: an MLP with a depthwise conv.
     conv_mlp = False
-    # PVTv2: norm{i} is applied to every stage's tokens, which then feed the
-    # next stage; otherwise norm{i} only normalises output i.
-    stage_norms = False
     # PVTv2 initialises convolutions with normal(0, sqrt(2 / fan_out)),
     # PVT v1 keeps PyTorch's default.
     fan_out_conv_init = False
@@ -224,9 +193,7 @@ class FLattenPVTBase(HierarchicalBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)
-        if pos_resize_mode not in POS_RESIZE_MODES:
-            raise ValueError(f'pos_resize_mode must be one of '
-                             f'{POS_RESIZE_MODES}, got {pos_resize_mode!r}')
+        check_pos_resize_mode(pos_resize_mode)
         self.pos_resize_mode = pos_resize_mode
         self.embed_dims = list(self.arch_settings['embed_dims'])
 
@@ -253,7 +220,7 @@ class FLattenPVTBase(HierarchicalBackbone):
             downsample = self._patch_embed(
                 i, self.embed_dims[i - 1]) if i else None
             self.stages.append(
-                FLattenPVTStage(downsample, blocks, self.with_cp))
+                Stage(downsample, blocks, self.with_cp))
 
     def _patch_embed(self, stage: int, in_channels: int) -> PVTPatchEmbed:
         """Return the patch embedding that starts stage ``stage``."""
@@ -281,21 +248,6 @@ class FLattenPVTBase(HierarchicalBackbone):
         # The attention's ``scale`` and ``positional_encoding`` stay zero,
         # as in the official models.
         super().init_weights()
-
-    def forward(self, x):
-        """Return a tuple of ``(B, C_i, H_i, W_i)`` maps, one per entry of
-        ``out_indices``, at strides 4, 8, 16 and 32."""
-        self.check_input(x)
-        x, hw = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage(x, hw)
-            if self.stage_norms:
-                x = getattr(self, f'norm{i}')(x)
-            if i in self.out_indices:
-                out = x if self.stage_norms else getattr(self, f'norm{i}')(x)
-                outs.append(tokens_to_nchw(out, hw))
-        return tuple(outs)
 
 
 @MODELS.register_module()
@@ -473,7 +425,7 @@ class FLattenPVTv2(FLattenPVTBase):
     }
     checkpoint_converter = FLATTEN_PVT_V2_CONVERTER
     conv_mlp = True
-    stage_norms = True
+    main_path_norms = True
     fan_out_conv_init = True
 
     def __init__(self,

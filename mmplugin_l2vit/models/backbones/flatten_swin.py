@@ -6,20 +6,17 @@ from typing import List, Optional, Sequence, Union
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, map_to_tokens,
-                      pad_to_multiple, tokens_to_nchw)
+from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
+                      map_to_tokens, pad_to_multiple)
 from ..layers.tokens import HW
 from ..layers.window_attention import ShiftedWindowAttention
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, Stage
 
-# ``F.interpolate`` modes that ``resize_pos_embed`` can use.
-POS_RESIZE_MODES = ('bilinear', 'bicubic')
 # The official attention types 'LLSS': focused linear attention in stages
 # 1-2, shifted-window softmax attention in stages 3-4.
 LINEAR_STAGES = (0, 1)
@@ -143,34 +140,6 @@ class FLattenSwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class FLattenSwinStage(nn.Module):
-    """Optional patch merging of the previous stage's tokens, then blocks.
-
-    Args:
-        downsample (PatchMerging, optional): The merging that starts the
-            stage; None for the first stage, which follows the stem.
-        blocks (list[FLattenSwinBlock]): The stage's blocks.
-        with_cp (bool): Gradient checkpointing of each block.
-    """
-
-    def __init__(self, downsample: Optional[PatchMerging],
-                 blocks: List[FLattenSwinBlock], with_cp: bool):
-        super().__init__()
-        self.with_cp = with_cp
-        self.downsample = downsample
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x, hw: HW):
-        if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
-        for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, hw, use_reentrant=False)
-            else:
-                x = block(x, hw)
-        return x, hw
-
-
 @MODELS.register_module()
 class FLattenSwin(HierarchicalBackbone):
     """FLatten-Swin backbone.
@@ -272,9 +241,7 @@ class FLattenSwin(HierarchicalBackbone):
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)
-        if pos_resize_mode not in POS_RESIZE_MODES:
-            raise ValueError(f'pos_resize_mode must be one of '
-                             f'{POS_RESIZE_MODES}, got {pos_resize_mode!r}')
+        check_pos_resize_mode(pos_resize_mode)
         settings = self.arch_settings
         self.embed_dims = list(settings['embed_dims'])
         depths = settings['depths']
@@ -292,7 +259,7 @@ class FLattenSwin(HierarchicalBackbone):
             ]
             downsample = PatchMerging(self.embed_dims[i - 1],
                                       self.embed_dims[i]) if i else None
-            self.stages.append(FLattenSwinStage(downsample, blocks, with_cp))
+            self.stages.append(Stage(downsample, blocks, with_cp))
         self._add_out_norms(self.embed_dims)
         self._freeze_stages()
 
@@ -329,15 +296,3 @@ class FLattenSwin(HierarchicalBackbone):
         # ``scale`` and ``positional_encoding`` stay zero and convolutions
         # keep PyTorch's default, as in the official model.
         super().init_weights()
-
-    def forward(self, x):
-        """Return a tuple of ``(B, C_i, H_i, W_i)`` maps, one per entry of
-        ``out_indices``, at strides 4, 8, 16 and 32."""
-        self.check_input(x)
-        x, hw = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage(x, hw)
-            if i in self.out_indices:
-                outs.append(tokens_to_nchw(getattr(self, f'norm{i}')(x), hw))
-        return tuple(outs)

@@ -5,7 +5,6 @@ from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import (constant_init, kaiming_init,
                                         trunc_normal_init)
@@ -14,9 +13,9 @@ from ...registry import MODELS
 from ..converters import L2VIT_CONVERTER
 from ..layers import (ConvDownsample, ConvPosEnc, ConvStem,
                       LocalConcentrationModule, Mlp, ReLULinearAttention,
-                      UnmaskedWindowAttention, tokens_to_nchw)
+                      UnmaskedWindowAttention)
 from ..layers.tokens import HW
-from .base import HierarchicalBackbone
+from .base import HierarchicalBackbone, Stage
 
 
 class LocalWindowBlock(nn.Module):
@@ -84,52 +83,6 @@ class LinearGlobalBlock(nn.Module):
         x = x + self.drop_path(self.attn(self.norm_attn(x)))
         x = x + self.drop_path(self.lcm(self.norm_lcm(x), hw))
         return x + self.drop_path(self.ffn(self.norm_ffn(x)))
-
-
-class L2ViTStage(nn.Module):
-    """Optional downsampling, then blocks alternating LWA (even index) and
-    LGA (odd index).
-
-    Args:
-        in_channels (int | None): Channels before the stage's downsampling;
-            None for the first stage, which follows the stem.
-        embed_dims (int): Channels of the stage.
-        depth (int): Number of blocks.
-        num_heads (int): Attention heads.
-        window_size (int): Window side of the LWA blocks.
-        mlp_ratio (float): Hidden width of the MLPs over ``embed_dims``.
-        drop_paths (Sequence[float]): Stochastic depth rate of each block.
-        denominator_floor (float): See :class:`LinearGlobalBlock`.
-        with_cp (bool): Gradient checkpointing of each block.
-    """
-
-    def __init__(self, in_channels: Optional[int], embed_dims: int,
-                 depth: int, num_heads: int, window_size: int,
-                 mlp_ratio: float, drop_paths: Sequence[float],
-                 denominator_floor: float, with_cp: bool):
-        super().__init__()
-        self.with_cp = with_cp
-        self.downsample = None if in_channels is None else ConvDownsample(
-            in_channels, embed_dims)
-        self.blocks = nn.ModuleList()
-        for j in range(depth):
-            if j % 2 == 0:
-                block = LocalWindowBlock(embed_dims, num_heads, window_size,
-                                         mlp_ratio, drop_paths[j])
-            else:
-                block = LinearGlobalBlock(embed_dims, num_heads, mlp_ratio,
-                                          drop_paths[j], denominator_floor)
-            self.blocks.append(block)
-
-    def forward(self, x, hw: HW):
-        if self.downsample is not None:
-            x, hw = self.downsample(x, hw)
-        for block in self.blocks:
-            if self.with_cp and torch.is_grad_enabled():
-                x = cp.checkpoint(block, x, hw, use_reentrant=False)
-            else:
-                x = block(x, hw)
-        return x, hw
 
 
 @MODELS.register_module()
@@ -221,18 +174,22 @@ class L2ViT(HierarchicalBackbone):
         self.stem = ConvStem(in_channels, self.embed_dims[0])
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
-            first = sum(depths[:i])
-            self.stages.append(
-                L2ViTStage(
-                    in_channels=self.embed_dims[i - 1] if i else None,
-                    embed_dims=self.embed_dims[i],
-                    depth=depth,
-                    num_heads=settings['num_heads'][i],
-                    window_size=settings['window_size'],
-                    mlp_ratio=settings['mlp_ratio'],
-                    drop_paths=dpr[first:first + depth],
-                    denominator_floor=denominator_floor,
-                    with_cp=with_cp))
+            dims, heads = self.embed_dims[i], settings['num_heads'][i]
+            blocks = []
+            for j in range(sum(depths[:i]), sum(depths[:i + 1])):
+                # Blocks alternate LWA (even index in the stage) and LGA.
+                if len(blocks) % 2 == 0:
+                    blocks.append(
+                        LocalWindowBlock(dims, heads,
+                                         settings['window_size'],
+                                         settings['mlp_ratio'], dpr[j]))
+                else:
+                    blocks.append(
+                        LinearGlobalBlock(dims, heads, settings['mlp_ratio'],
+                                          dpr[j], denominator_floor))
+            downsample = ConvDownsample(self.embed_dims[i - 1],
+                                        dims) if i else None
+            self.stages.append(Stage(downsample, blocks, with_cp))
         self._add_out_norms(self.embed_dims)
         self._freeze_stages()
 
@@ -250,15 +207,3 @@ class L2ViT(HierarchicalBackbone):
             elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
                 constant_init(module, 1, bias=0)
         super().init_weights()
-
-    def forward(self, x):
-        """Return a tuple of ``(B, C_i, H_i, W_i)`` maps, one per entry of
-        ``out_indices``, at strides 4, 8, 16 and 32."""
-        self.check_input(x)
-        x, hw = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            x, hw = stage(x, hw)
-            if i in self.out_indices:
-                outs.append(tokens_to_nchw(getattr(self, f'norm{i}')(x), hw))
-        return tuple(outs)

@@ -167,12 +167,23 @@ class LocalConcentrationModule(nn.Module):
         return map_to_tokens(self.conv2(x))
 
 
+# How learned position tables are resized to other grids: bilinear as in
+# the official PVT run-time code, or bicubic as in the official load-time
+# code; both with align_corners=False.
+POS_RESIZE_MODES = ('bilinear', 'bicubic')
+
+
+def check_pos_resize_mode(mode: str) -> None:
+    if mode not in POS_RESIZE_MODES:
+        raise ValueError(f'pos_resize_mode must be one of {POS_RESIZE_MODES}'
+                         f', got {mode!r}')
+
+
 def resize_pos_embed(pos_embed, src_hw: HW, dst_hw: HW, mode: str):
     """Resize a row-major ``(1, H*W, C)`` position table to another grid.
 
     Returns the table itself at its native grid, so outputs there are
-    bit-exact. ``mode`` is an ``F.interpolate`` mode (``'bilinear'``,
-    ``'bicubic'``, ...; ``align_corners=False``).
+    bit-exact. ``mode`` is one of :data:`POS_RESIZE_MODES`.
     """
     if tuple(src_hw) == tuple(dst_hw):
         return pos_embed
@@ -226,6 +237,7 @@ class FocusedLinearAttention(nn.Module):
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by '
                              f'num_heads {num_heads}')
+        check_pos_resize_mode(pos_resize_mode)
         self.num_heads = num_heads
         self.head_dims = embed_dims // num_heads
         self.pos_grid = tuple(pos_grid)
