@@ -8,10 +8,17 @@ scalars and arrays), and the official L²ViT/FLatten release files hold an
 ``argparse.Namespace`` (L²ViT) or a yacs ``CfgNode`` (FLatten). Rather
 than turning weights-only loading off, this module allow-lists exactly
 those classes, so a pickle that would run any other code is still refused.
+Checkpoints given as URLs (``init_cfg=dict(type='Pretrained',
+checkpoint='https://...')``) are loaded the same way.
 """
 import argparse
+import hashlib
 import importlib
+import os
+import os.path as osp
 from collections import OrderedDict
+from typing import Optional
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -92,3 +99,52 @@ def allow_checkpoint_globals() -> None:
     add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
     if add_safe_globals is not None:
         add_safe_globals(checkpoint_safe_globals())
+
+
+def _cached_download(url: str, model_dir: Optional[str] = None) -> str:
+    """Download ``url`` once into torch's checkpoint cache; return the path.
+
+    The file is named after the URL's last path component, or after a hash
+    of the URL where there is none (share links such as
+    ``https://cloud.tsinghua.edu.cn/f/<id>/?dl=1``).
+    """
+    from torch.hub import download_url_to_file, get_dir
+    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    name = osp.basename(urlparse(url).path.rstrip('/'))
+    if not name.endswith(('.pth', '.pt', '.ckpt', '.bin')):
+        digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+        name = f'{name or "checkpoint"}-{digest}.pth'
+    path = osp.join(model_dir, name)
+    if not osp.exists(path):
+        # download_url_to_file writes a temporary file and renames it.
+        download_url_to_file(url, path, progress=False)
+    return path
+
+
+def load_from_http_weights_only(filename, map_location=None, model_dir=None):
+    """mmengine's ``http(s)://`` checkpoint loader, weights-only.
+
+    mmengine loads URLs through ``torch.hub.load_state_dict_from_url``,
+    whose ``weights_only`` defaults to False: a checkpoint from the internet
+    could run code. This loader downloads on local rank 0 first (the others
+    wait), then loads with ``torch.load``'s weights-only default.
+    """
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        path = _cached_download(filename, model_dir)
+    if world_size > 1:
+        torch.distributed.barrier()
+        if rank > 0:
+            path = _cached_download(filename, model_dir)
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_urls_weights_only() -> None:
+    """Register :func:`load_from_http_weights_only` for http(s) URLs."""
+    from mmengine.runner import CheckpointLoader
+    CheckpointLoader.register_scheme(
+        prefixes=('http://', 'https://'),
+        loader=load_from_http_weights_only,
+        force=True)

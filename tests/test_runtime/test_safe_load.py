@@ -107,3 +107,36 @@ def test_flatten_release_layout_with_yacs_config_loads(tmp_path, monkeypatch):
     assert loaded['config']['MODEL']['TYPE'] == 'flatten_swin'
     assert loaded['config'].__dict__['__immutable__'] is True
     assert torch.equal(loaded['model']['w'], torch.ones(1))
+
+
+@pytest.fixture
+def http_dir(tmp_path, monkeypatch):
+    """Serve a directory on loopback; torch's download cache in tmp."""
+    import functools
+    import http.server
+    import threading
+    served = tmp_path / 'served'
+    served.mkdir()
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f'http://127.0.0.1:{server.server_address[1]}'
+    server.shutdown()
+
+
+def test_url_checkpoints_load_weights_only(http_dir):
+    served, base = http_dir
+    # A share link whose path has no file name, like TsinghuaCloud's.
+    (served / 'f' / 'abc').mkdir(parents=True)
+    torch.save(dict(model={'w': torch.ones(2)},
+                    args=argparse.Namespace(epoch=3)),
+               served / 'f' / 'abc' / 'index.html')
+    loaded = _load_checkpoint(f'{base}/f/abc/?dl=1', map_location='cpu')
+    assert torch.equal(loaded['model']['w'], torch.ones(2))
+
+    torch.save({'state_dict': {}, 'x': _RunsCode()}, served / 'evil.pth')
+    with pytest.raises(Exception, match='Weights only load failed'):
+        _load_checkpoint(f'{base}/evil.pth', map_location='cpu')
