@@ -1,4 +1,15 @@
 # Copyright (c) OpenMMLab. All rights reserved.
+from .attention_maps import (AttentionMaps, attention_maps, build_backbone,
+                             check_points, effective_keys, image_to_tensor,
+                             list_layers, read_image)
 from .complexity import count_macs, count_macs_of
+from .receptive_field import (MASS_FRACTIONS, centre_gradients,
+                              effective_receptive_field, log_heat_map,
+                              mass_area, summary_line)
 
-__all__ = ['count_macs', 'count_macs_of']
+__all__ = [
+    'AttentionMaps', 'attention_maps', 'build_backbone', 'check_points',
+    'effective_keys', 'image_to_tensor', 'list_layers', 'read_image',
+    'count_macs', 'count_macs_of', 'MASS_FRACTIONS', 'centre_gradients',
+    'effective_receptive_field', 'log_heat_map', 'mass_area', 'summary_line'
+]

@@ -7,8 +7,7 @@ from .linear_attention import (POS_RESIZE_MODES, FocusedLinearAttention,
                                focusing_function, relu_linear_attention,
                                resize_pos_embed, square_grid)
 from .tokens import map_to_tokens, tokens_to_map, tokens_to_nchw
-from .window_attention import (UnmaskedWindowAttention, window_partition,
-                               window_reverse)
+from .window_attention import UnmaskedWindowAttention, window_partition
 
 __all__ = [
     'ConvDownsample', 'ConvPosEnc', 'ConvStem', 'Mlp', 'pad_to_multiple',
@@ -17,6 +16,5 @@ __all__ = [
     'ReLULinearAttention', 'focused_linear_attention', 'focusing_function',
     'relu_linear_attention', 'resize_pos_embed', 'square_grid',
     'map_to_tokens', 'tokens_to_map',
-    'tokens_to_nchw', 'UnmaskedWindowAttention', 'window_partition',
-    'window_reverse'
+    'tokens_to_nchw', 'UnmaskedWindowAttention', 'window_partition'
 ]

@@ -18,15 +18,6 @@ def window_partition(x, window_size: int):
                                                channels)
 
 
-def window_reverse(windows, window_size: int, hw: HW):
-    """Inverse of :func:`window_partition` for a padded size ``hw``."""
-    height, width = hw
-    channels = windows.shape[-1]
-    x = windows.view(-1, height // window_size, width // window_size,
-                     window_size, window_size, channels)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, channels)
-
-
 class UnmaskedWindowAttention(nn.Module):
     """Multi-head softmax self-attention within non-overlapping windows of a
     token map of any size, with scale ``head_dims ** -0.5`` and no relative
@@ -66,20 +57,46 @@ class UnmaskedWindowAttention(nn.Module):
         out = out.transpose(1, 2).reshape(num_windows, num_tokens, channels)
         return self.proj(out)
 
-    def forward(self, x, hw: HW):
-        batch, _, channels = x.shape
+    def attend_in_windows(self, x, hw: HW, shift: int = 0, attn_mask=None):
+        """Attend within the windows of a ``(B, H*W, C)`` token map.
+
+        The map is zero-padded on the right and bottom to window multiples
+        and, with ``shift``, rolled up and left before it is cut into
+        windows, then rolled back and cropped. The projections are
+        per-token, so ``qkv`` runs once on the whole padded map (a padded
+        token's q, k, v are the biases, as if it were projected inside its
+        window) and ``proj`` on the cropped map: one copy cuts the
+        projected map into per-head windows and one puts the heads back,
+        instead of a copy around every step.
+        """
+        batch, num_tokens, channels = x.shape
         height, width = hw
-        size = self.window_size
+        size, heads = self.window_size, self.num_heads
         x = x.view(batch, height, width, channels)
         pad_h, pad_w = -height % size, -width % size
         if pad_h or pad_w:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        padded_hw = (height + pad_h, width + pad_w)
-        windows = self.attend(window_partition(x, size))
-        x = window_reverse(windows, size, padded_hw)
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        rows, cols = (height + pad_h) // size, (width + pad_w) // size
+        qkv = self.qkv(x).view(batch, rows, size, cols, size, 3, heads,
+                               self.head_dims)
+        # -> (3, windows, heads, window tokens, head_dims), windows in the
+        # order of window_partition.
+        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
+            3, batch * rows * cols, heads, size * size, self.head_dims)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = out.view(batch, rows, cols, heads, size, size,
+                       self.head_dims).permute(0, 1, 4, 2, 5, 3, 6).reshape(
+                           batch, rows * size, cols * size, channels)
+        if shift:
+            out = torch.roll(out, (shift, shift), dims=(1, 2))
         if pad_h or pad_w:
-            x = x[:, :height, :width]
-        return x.reshape(batch, height * width, channels)
+            out = out[:, :height, :width]
+        return self.proj(out).reshape(batch, num_tokens, channels)
+
+    def forward(self, x, hw: HW):
+        return self.attend_in_windows(x, hw)
 
 
 def relative_position_index(window_size: int):
@@ -191,28 +208,17 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         return self.relative_position_bias_table.t()[:, index]
 
     def forward(self, x, hw: HW):
-        batch, num_tokens, channels = x.shape
+        batch = x.shape[0]
         height, width = hw
         size, shift = self.window_size, self.shift_size
         if height <= size and width <= size:
             return self.attend(x, self.relative_position_bias(hw))
-        x = x.view(batch, height, width, channels)
-        pad_h, pad_w = -height % size, -width % size
-        if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        padded_hw = (height + pad_h, width + pad_w)
         attn_mask = self.relative_position_bias((size, size))
         if shift:
-            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+            padded_hw = (height + -height % size, width + -width % size)
             shift_mask = shifted_window_mask(padded_hw, size, shift,
                                              attn_mask.dtype, x.device)
             # One (heads, N, N) mask per window of every image.
             attn_mask = (shift_mask.unsqueeze(1) + attn_mask).repeat(
                 batch, 1, 1, 1)
-        windows = self.attend(window_partition(x, size), attn_mask)
-        x = window_reverse(windows, size, padded_hw)
-        if shift:
-            x = torch.roll(x, (shift, shift), dims=(1, 2))
-        if pad_h or pad_w:
-            x = x[:, :height, :width]
-        return x.reshape(batch, num_tokens, channels)
+        return self.attend_in_windows(x, hw, shift, attn_mask)
