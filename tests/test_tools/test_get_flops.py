@@ -43,3 +43,18 @@ def test_cli_with_config_counts_backbone_and_neck():
     assert (name, params) == ('L2ViT', '27.83M')
     assert float(gmacs) == pytest.approx(25.5, rel=2e-3)  # spec @ 512x512
     assert any(line.startswith('neck') for line in lines)
+
+
+@pytest.mark.parametrize('type_name,arch,spec_gmacs,head_in', [
+    ('FLattenPVT', 'tiny', 2.04, 512),
+    ('FLattenPVTv2', 'b0', 0.58, 256),
+    ('FLattenSwin', 'tiny', 4.48, 768),
+    ('FLattenCSWin', 'tiny', 4.32, 512),
+])
+def test_flatten_macs_match_spec(type_name, arch, spec_gmacs, head_in):
+    import mmplugin_l2vit
+    backbone = getattr(mmplugin_l2vit, type_name)(arch, out_indices=(3, ))
+    macs = count_macs(backbone.eval(), torch.randn(1, 3, 224, 224))
+    # The spec counts the official model with its 1000-class head.
+    assert (macs['total'] + head_in * 1000) / 1e9 == pytest.approx(
+        spec_gmacs, abs=0.006)

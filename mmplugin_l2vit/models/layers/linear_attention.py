@@ -32,23 +32,23 @@ import torch.nn.functional as F
 from .tokens import HW, map_to_tokens, tokens_to_map
 
 
-def _sums_in_float32(kernel):
-    """Run ``kernel`` with its tensor arguments in at least float32 and
-    autocast off; return the result in the dtype of the last tensor
-    argument (the values)."""
+def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
+    """Run ``kernel(x, ...)`` with its tensor arguments in at least float32
+    and autocast off. The result comes back in the dtype of the values
+    (``kernel(q, k, v, ...)``), or in the float32 it was computed in with
+    ``keep_float32`` (for features that feed another such kernel)."""
+    if kernel is None:
+        return functools.partial(_sums_in_float32, keep_float32=keep_float32)
 
     @functools.wraps(kernel)
     def wrapper(*args, **kwargs):
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        out_dtype = tensors[-1].dtype
-        dtype = torch.promote_types(out_dtype, torch.float32)
-        with torch.autocast(device_type=tensors[0].device.type,
-                            enabled=False):
-            args = [
-                a.to(dtype) if isinstance(a, torch.Tensor) else a
-                for a in args
-            ]
-            return kernel(*args, **kwargs).to(out_dtype)
+        dtype = torch.promote_types(args[0].dtype, torch.float32)
+        with torch.autocast(device_type=args[0].device.type, enabled=False):
+            out = kernel(*[
+                a.to(torch.promote_types(a.dtype, dtype)) if isinstance(
+                    a, torch.Tensor) else a for a in args
+            ], **kwargs)
+        return out if keep_float32 else out.to(args[2].dtype)
 
     return wrapper
 
@@ -91,7 +91,7 @@ def focused_linear_attention(q, k, v, eps: float = 1e-6):
     return q @ kv * z
 
 
-@_sums_in_float32
+@_sums_in_float32(keep_float32=True)
 def focusing_function(x, temperature, focusing_factor: float):
     """FLatten's φ_p on ``(B, N, C)`` features, norms over all C channels.
 
