@@ -6,8 +6,11 @@ import sys
 import pytest
 import torch
 
-# The reference model and helpers live next to the tests.
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+# Test this checkout's package (pytest-xdist workers do not put the working
+# directory on sys.path); the reference models and helpers live next to the
+# tests.
+TESTS = osp.dirname(osp.abspath(__file__))
+sys.path[:0] = [osp.dirname(TESTS), TESTS]
 
 # pytest-xdist workers share the cores: one thread pool each, sized so
 # they do not oversubscribe the machine (which slows everything badly).
