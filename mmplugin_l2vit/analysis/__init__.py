@@ -5,11 +5,12 @@ from .attention_maps import (AttentionMaps, attention_maps, build_backbone,
 from .complexity import count_macs, count_macs_of
 from .receptive_field import (MASS_FRACTIONS, centre_gradients,
                               effective_receptive_field, log_heat_map,
-                              mass_area, summary_line)
+                              mass_area, mass_share, summary_line)
 
 __all__ = [
     'AttentionMaps', 'attention_maps', 'build_backbone', 'check_points',
     'effective_keys', 'image_to_tensor', 'list_layers', 'read_image',
     'count_macs', 'count_macs_of', 'MASS_FRACTIONS', 'centre_gradients',
-    'effective_receptive_field', 'log_heat_map', 'mass_area', 'summary_line'
+    'effective_receptive_field', 'log_heat_map', 'mass_area', 'mass_share',
+    'summary_line'
 ]
