@@ -6,7 +6,9 @@
 
 ``--out`` dumps the raw predictions (a .pkl file for mmdet and mmpretrain,
 a directory of label maps for mmseg); ``--show-dir`` saves drawn results
-under the work dir.
+under the work dir (a relative DIR): mmdet in ``WORK_DIR/TIMESTAMP/DIR``,
+mmseg in ``WORK_DIR/DIR/vis_data/vis_image``, mmpretrain in
+``WORK_DIR/DIR``.
 """
 import argparse
 import os
@@ -52,10 +54,21 @@ def _enable_drawing(cfg, show_dir, scope):
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
         raise SystemExit('--show-dir needs default_hooks.visualization')
+    if scope == 'mmpretrain':
+        # mmpretrain's VisualizationHook is switched on by ``enable`` and
+        # draws every 5000th sample by default.
+        hooks.visualization.update(
+            enable=True, interval=1, out_dir=osp.join(cfg.work_dir, show_dir))
+        return
     hooks.visualization.draw = True
-    hooks.visualization.test_out_dir = show_dir
     if scope == 'mmseg':
+        # SegVisualizationHook has no test_out_dir: as in mmseg's own
+        # tools/test.py, the visualizer's backends save the drawings, every
+        # test image (the hook's default interval is 50).
         hooks.visualization.interval = 1
+        cfg.visualizer.save_dir = osp.join(cfg.work_dir, show_dir)
+    else:
+        hooks.visualization.test_out_dir = show_dir
 
 
 def _dump_predictions(cfg, out, scope):
@@ -80,6 +93,11 @@ def _use_tta(cfg):
     if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
         raise SystemExit('--tta needs tta_model and tta_pipeline in the '
                          'config')
+    if (cfg.tta_model.get('type') == 'DetTTAModel'
+            and cfg.model.get('roi_head', {}).get('mask_head')):
+        # Refused here rather than by an assertion after the run started.
+        raise SystemExit("--tta: mmdet's DetTTAModel merges boxes only; "
+                         'it does not support a model with a mask head')
     cfg.model = ConfigDict(**cfg.tta_model, module=cfg.model)
     cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
 

@@ -11,14 +11,14 @@ from collections import Counter
 from typing import Callable, Dict
 
 import torch
-from torch.utils.flop_counter import (FlopCounterMode,
+from torch.utils.flop_counter import (FlopCounterMode, conv_flop_count,
                                       sdpa_backward_flop_count,
                                       sdpa_flop_count)
 
 _aten = torch.ops.aten
 
 
-# FlopCounterMode hands custom formulas the shapes of the arguments.
+# FlopCounterMode hands custom formulas the shapes of tensor arguments.
 def _cpu_flash_attention_flops(query, key, value, *args, **kwargs) -> int:
     return sdpa_flop_count(query, key, value)
 
@@ -28,7 +28,19 @@ def _cpu_flash_attention_backward_flops(grad_out, query, key, value, *args,
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
+def _convolution_backward_flops(grad_out, x, weight, bias_sizes, stride,
+                                padding, dilation, transposed,
+                                output_padding, groups, output_mask, *args,
+                                **kwargs) -> int:
+    # Each requested gradient (input, weight) costs one forward: PyTorch's
+    # own formula ignores ``groups`` and counts a depthwise convolution's
+    # backward as if it were dense.
+    forward = conv_flop_count(x, weight, grad_out, transposed)
+    return forward * (int(output_mask[0]) + int(output_mask[1]))
+
+
 _EXTRA_FORMULAS = {
+    _aten.convolution_backward: _convolution_backward_flops,
     _aten._scaled_dot_product_flash_attention_for_cpu:
     _cpu_flash_attention_flops,
     _aten._scaled_dot_product_flash_attention_for_cpu_backward:

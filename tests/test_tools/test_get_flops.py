@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmplugin_l2vit import L2ViT
-from mmplugin_l2vit.analysis import count_macs
+from mmplugin_l2vit.analysis import count_macs, count_macs_of
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -24,6 +24,19 @@ def test_l2vit_tiny_macs_match_official_count():
     # The attention matmuls are in: window softmax and linear attention.
     assert macs['aten._scaled_dot_product_flash_attention_for_cpu'] > 6e7
     assert macs['aten.bmm'] > 4e7
+
+
+@pytest.mark.parametrize('groups', [1, 4, 16])
+@pytest.mark.parametrize('input_grad', [True, False])
+def test_convolution_backward_counts_one_forward_per_gradient(
+        groups, input_grad):
+    conv = torch.nn.Conv2d(16, 32, 3, padding=1, groups=groups)
+    x = torch.randn(2, 16, 10, 12, requires_grad=input_grad)
+    forward = 2 * 32 * 10 * 12 * (16 // groups) * 9
+    macs = count_macs_of(lambda: conv(x).sum().backward())
+    assert macs['aten.convolution'] == forward
+    # Weight gradient always, input gradient only when asked for.
+    assert macs['aten.convolution_backward'] == forward * (1 + input_grad)
 
 
 def padded_window_proj_macs(height, width):

@@ -4,12 +4,21 @@ of the machine's GEMM rate they reach, against input size.
 
     python tools/analysis_tools/benchmark.py \\
         --models l2vit-t flatten-swin-t flatten-pvt-t swin-t pvt-t \\
-        --sizes 224 512 800x1344 1024 2048 --out work_dirs/bench
+        --sizes 224 512 800x1344 1024 2048 --baseline swin-t \\
+        --out work_dirs/bench/fp32
 
 Each (model, size) runs in its own process, so a crash or an out-of-memory
-case is reported in the table instead of ending the sweep. The GEMM rate
-is measured by the same workers in the same sweep, so ratios between rows
-are comparable even on a shared machine; absolute times are not.
+case is reported in the table instead of ending the sweep. Models are
+interleaved size by size and the GEMM rate is measured by every worker, so
+ratios between rows of one sweep are comparable even on a shared machine;
+absolute times are not. After the table come the ratios a user compares:
+each model against ``--baseline`` at the same size, and each model's time
+and memory between consecutive sizes against the ratio of their pixels.
+
+``--extra-models FILE.py`` adds presets: the file defines a dict
+``MODELS = {name: (registry type, kwargs)}`` and registers any type it
+names (it is imported by every worker), e.g. to time another
+implementation side by side.
 
 Modes: ``infer`` (eval, no grad), ``train`` (forward + backward of the
 backbone) and ``det-train`` (a whole Mask R-CNN training step, 2 images,
@@ -38,10 +47,12 @@ MODELS = {
     'flatten-swin-t': ('mmplugin_l2vit.FLattenSwin', dict(arch='tiny')),
     'flatten-cswin-t': ('mmplugin_l2vit.FLattenCSWin', dict(arch='tiny')),
     'swin-t': ('mmdet.SwinTransformer',
-               dict(embed_dims=96, depths=[2, 2, 6, 2],
-                    num_heads=[3, 6, 12, 24], window_size=7)),
-    'pvt-t': ('mmdet.PyramidVisionTransformer',
-              dict(num_layers=[2, 2, 2, 2])),
+               dict(
+                   embed_dims=96,
+                   depths=[2, 2, 6, 2],
+                   num_heads=[3, 6, 12, 24],
+                   window_size=7)),
+    'pvt-t': ('mmdet.PyramidVisionTransformer', dict(num_layers=[2, 2, 2, 2])),
     'pvtv2-b0': ('mmdet.PyramidVisionTransformerV2',
                  dict(embed_dims=32, num_layers=[2, 2, 2, 2])),
 }
@@ -59,14 +70,36 @@ def parse_size(text):
 # --------------------------------------------------------------------------
 
 
-def _peak_rss_bytes():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _current_rss_bytes():
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+
+
+def _peak_rss_bytes():
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError('no VmHWM in /proc/self/status')
+
+
+def _cpu_peak_memory(step):
+    """Peak resident memory of ``step()`` above what the process holds
+    before it, in bytes.
+
+    Freed heap memory is handed back to the system first (``malloc_trim``)
+    so that the step cannot hide its allocations in memory a previous step
+    left resident, and the kernel's high-water mark is reset (Linux
+    ``clear_refs``) so that earlier peaks do not count.
+    """
+    import ctypes
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    baseline = _current_rss_bytes()
+    step()
+    return _peak_rss_bytes() - baseline
 
 
 def _gemm_gflops(device, repeats=10, n=2048):
@@ -88,18 +121,35 @@ def _now(device):
     return time.perf_counter()
 
 
-def _build_backbone(name, device):
+def load_extra_models(path):
+    """Add the ``MODELS`` presets defined in the python file ``path``."""
+    import runpy
+    extra = runpy.run_path(path).get('MODELS')
+    if not isinstance(extra, dict):
+        raise SystemExit(f'{path} must define a dict MODELS = '
+                         '{name: (registry type, kwargs)}')
+    MODELS.update(extra)
+
+
+def _backbone_cfg(name, with_cp):
+    type_name, kwargs = MODELS[name]
+    cfg = dict(type=type_name, **kwargs)
+    if with_cp:
+        cfg['with_cp'] = True
+    return cfg
+
+
+def _build_backbone(name, device, with_cp=False):
     import torch  # noqa: F401
     from mmengine.registry import MODELS as ROOT
 
     import mmplugin_l2vit  # noqa: F401
-    type_name, kwargs = MODELS[name]
-    if type_name.startswith('mmdet.'):
+    if MODELS[name][0].startswith('mmdet.'):
         import mmdet.models  # noqa: F401  (registers the baselines)
-    return ROOT.build(dict(type=type_name, **kwargs)).to(device)
+    return ROOT.build(_backbone_cfg(name, with_cp)).to(device)
 
 
-def _build_detector_step(name, size, device):
+def _build_detector_step(name, size, device, with_cp):
     """A Mask R-CNN training step on 2 images with ``name`` as backbone."""
     from mmengine.hub import get_config
     from mmengine.registry import init_default_scope
@@ -110,15 +160,13 @@ def _build_detector_step(name, size, device):
     from mmdet.testing import demo_mm_inputs
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     backbone = _build_backbone(name, 'cpu')
-    type_name, kwargs = MODELS[name]
-    cfg.model.backbone = dict(type=type_name, **kwargs)
+    cfg.model.backbone = _backbone_cfg(name, with_cp)
     with __import__('torch').no_grad():
         probe = backbone.eval()(__import__('torch').randn(1, 3, 64, 64))
     cfg.model.neck.in_channels = [o.shape[1] for o in probe]
     model = DET.build(cfg.model).to(device).train()
     packed = demo_mm_inputs(
-        2, [[3, *size]] * 2, num_items=[5, 5], with_mask=True,
-        device=device)
+        2, [[3, *size]] * 2, num_items=[5, 5], with_mask=True, device=device)
     data = model.data_preprocessor(packed, True)
 
     def step():
@@ -135,15 +183,17 @@ def run_worker(spec):
     device, size = spec['device'], tuple(spec['size'])
     mode = spec['mode']
     dtype = DTYPES[spec['dtype']]
+    if spec['extra_models']:
+        load_extra_models(spec['extra_models'])
     result = dict(spec, gemm_gflops=_gemm_gflops(device))
     gc.collect()
     if mode == 'det-train':
-        model, step = _build_detector_step(spec['model'], size, device)
+        model, step = _build_detector_step(spec['model'], size, device,
+                                           spec['with_cp'])
     else:
-        model = _build_backbone(spec['model'], device)
+        model = _build_backbone(spec['model'], device, spec['with_cp'])
         model.train(mode == 'train')
-        x = torch.randn(1, 3, *size, device=device,
-                        requires_grad=False)
+        x = torch.randn(1, 3, *size, device=device, requires_grad=False)
 
         def step():
             outs = model(x)
@@ -153,35 +203,37 @@ def run_worker(spec):
     if spec['compile']:
         model.forward = torch.compile(model.forward)
     from mmplugin_l2vit.analysis import count_macs_of
-    # Activation memory: the peak above what the built model holds.
-    gc.collect()
-    baseline = _current_rss_bytes()
 
     def timed_step():
-        context = (torch.autocast(device, dtype=getattr(torch, dtype))
-                   if dtype else torch.autocast(device, enabled=False))
+        context = (
+            torch.autocast(device, dtype=getattr(torch, dtype))
+            if dtype else torch.autocast(device, enabled=False))
         grad = torch.enable_grad() if mode != 'infer' else torch.no_grad()
         with context, grad:
             step()
         if mode != 'infer':
-            model.zero_grad(set_to_none=True)
+            # Gradients stay allocated from the first step on, so that the
+            # peak above the baseline is activation memory only.
+            model.zero_grad(set_to_none=False)
 
     result['gmacs'] = count_macs_of(timed_step)['total'] / 1e9
     for _ in range(spec['warmup']):
         timed_step()
-    if device == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
-        baseline = torch.cuda.memory_allocated()
     times = []
     for _ in range(spec['repeats']):
         start = _now(device)
         timed_step()
         times.append(_now(device) - start)
     latency = statistics.median(times)
+    # Activation memory: the peak above what the built model holds.
     if device == 'cuda':
+        torch.cuda.synchronize()
+        baseline = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        timed_step()
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
-        peak = _peak_rss_bytes() - baseline
+        peak = _cpu_peak_memory(timed_step)
     result.update(
         status='ok',
         latency_ms=latency * 1e3,
@@ -199,11 +251,13 @@ def run_worker(spec):
 
 def measure(spec, timeout):
     cmd = [sys.executable, osp.abspath(__file__), '--worker', json.dumps(spec)]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [REPO, os.environ.get('PYTHONPATH', '')]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([REPO,
+                                    os.environ.get('PYTHONPATH', '')]))
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, env=env)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return dict(spec, status=f'timeout ({timeout}s)')
     for line in proc.stdout.splitlines():
@@ -216,14 +270,17 @@ def measure(spec, timeout):
 
 
 HEADER = (f'{"model":<18}{"size":>10}{"mode":>10}{"dtype":>6}'
-          f'{"compile":>8}{"latency ms":>12}{"peak MB":>10}'
+          f'{"compile":>8}{"cp":>6}{"latency ms":>12}{"peak MB":>10}'
           f'{"GMACs":>9}{"GFLOP/s":>9}{"% GEMM":>8}')
 
 
+def size_text(r):
+    return 'x'.join(map(str, r['size']))
+
+
 def format_row(r):
-    size = 'x'.join(map(str, r['size']))
-    prefix = (f'{r["model"]:<18}{size:>10}{r["mode"]:>10}'
-              f'{r["dtype"]:>6}{str(r["compile"]):>8}')
+    prefix = (f'{r["model"]:<18}{size_text(r):>10}{r["mode"]:>10}'
+              f'{r["dtype"]:>6}{str(r["compile"]):>8}{str(r["with_cp"]):>6}')
     if r['status'] != 'ok':
         return f'{prefix}  {r["status"]}'
     return (f'{prefix}{r["latency_ms"]:>12.1f}{r["peak_mem_mb"]:>10.0f}'
@@ -238,6 +295,86 @@ def print_table(results):
         print(format_row(r))
 
 
+def _variant(r):
+    """What a row measures apart from its model and size."""
+    return r['mode'], r['dtype'], r['compile'], r['with_cp']
+
+
+def baseline_ratios(results, baseline):
+    """``(row, speedup, memory ratio)`` of every successful row against
+    the ``baseline`` model's row of the same size and variant."""
+    reference = {
+        (tuple(r['size']), _variant(r)): r
+        for r in results if r['model'] == baseline and r['status'] == 'ok'
+    }
+    ratios = []
+    for r in results:
+        ref = reference.get((tuple(r['size']), _variant(r)))
+        if r['model'] != baseline and ref and r['status'] == 'ok':
+            ratios.append((r, ref['latency_ms'] / r['latency_ms'],
+                           r['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9)))
+    return ratios
+
+
+def scaling_ratios(results):
+    """``(smaller, larger, pixel ratio, time ratio, memory ratio)`` for
+    consecutive sizes (by pixels) of each model and variant."""
+    groups = {}
+    for r in results:
+        if r['status'] == 'ok':
+            groups.setdefault((r['model'], _variant(r)), []).append(r)
+    ratios = []
+    for rows in groups.values():
+        rows.sort(key=lambda r: r['size'][0] * r['size'][1])
+        for small, large in zip(rows, rows[1:]):
+            pixels = ((large['size'][0] * large['size'][1]) /
+                      (small['size'][0] * small['size'][1]))
+            ratios.append(
+                (small, large, pixels,
+                 large['latency_ms'] / small['latency_ms'],
+                 large['peak_mem_mb'] / max(small['peak_mem_mb'], 1e-9)))
+    return ratios
+
+
+def summary_lines(results, baseline=None):
+    lines = []
+    if baseline:
+        lines.append(f'against {baseline} (same size and variant):')
+        for r, speedup, memory in baseline_ratios(results, baseline):
+            lines.append(f'  {r["model"]:<18}{size_text(r):>10}  '
+                         f'{speedup:5.2f}x as fast, {memory:5.2f}x memory')
+    lines.append('scaling between consecutive sizes:')
+    for small, large, pixels, time_ratio, memory in scaling_ratios(results):
+        lines.append(f'  {small["model"]:<18}{size_text(small):>10} -> '
+                     f'{size_text(large):<10} pixels x{pixels:.2f}: '
+                     f'time x{time_ratio:.2f}, memory x{memory:.2f}')
+    return lines
+
+
+def markdown_table(results):
+    lines = [
+        '| model | size | mode | dtype | compile | with_cp | latency (ms)'
+        ' | peak memory (MB) | GMACs | % of GEMM rate |',
+        '|---|---|---|---|---|---|---:|---:|---:|---:|'
+    ]
+    for r in results:
+        cells = [
+            r['model'],
+            size_text(r), r['mode'], r['dtype'],
+            str(r['compile']),
+            str(r['with_cp'])
+        ]
+        if r['status'] == 'ok':
+            cells += [
+                f'{r["latency_ms"]:.1f}', f'{r["peak_mem_mb"]:.0f}',
+                f'{r["gmacs"]:.2f}', f'{100 * r["gemm_fraction"]:.0f}%'
+            ]
+        else:
+            cells += [r['status'], '', '', '']
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
+
+
 def plot(results, prefix):
     import matplotlib
     matplotlib.use('Agg')
@@ -245,17 +382,25 @@ def plot(results, prefix):
     for key, label in (('latency_ms', 'latency (ms)'),
                        ('peak_mem_mb', 'peak activation memory (MB)')):
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        for name in dict.fromkeys(r['model'] for r in results):
-            rows = [r for r in results
-                    if r['model'] == name and r['status'] == 'ok']
-            if not rows:
-                continue
-            pixels = [r['size'][0] * r['size'][1] for r in rows]
-            ax.loglog(pixels, [r[key] for r in rows], 'o-', label=name)
+        groups = {}
+        for r in results:
+            if r['status'] == 'ok':
+                groups.setdefault((r['model'], _variant(r)), []).append(r)
+        for (name, (_, dtype, compiled, with_cp)), rows in groups.items():
+            rows.sort(key=lambda r: r['size'][0] * r['size'][1])
+            tags = [
+                t for t, on in ((dtype, dtype != 'fp32'),
+                                ('compiled', compiled), ('with_cp', with_cp))
+                if on
+            ]
+            ax.loglog([r['size'][0] * r['size'][1] for r in rows],
+                      [r[key] for r in rows],
+                      'o-',
+                      label=' '.join([name] + tags))
         ax.set_xlabel('input pixels')
         ax.set_ylabel(label)
         ax.grid(True, which='both', alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize='small')
         fig.tight_layout()
         fig.savefig(f'{prefix}_{key}.png', dpi=120)
         plt.close(fig)
@@ -263,25 +408,61 @@ def plot(results, prefix):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--models', nargs='+', default=['l2vit-t'],
-                        choices=sorted(MODELS))
-    parser.add_argument('--sizes', nargs='+', default=DEFAULT_SIZES,
-                        help='H or HxW')
-    parser.add_argument('--mode', default='infer',
-                        choices=['infer', 'train', 'det-train'])
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        default=['l2vit-t'],
+        help=f'presets: {", ".join(sorted(MODELS))} (and '
+        'those of --extra-models)')
+    parser.add_argument(
+        '--extra-models',
+        help='python file defining more '
+        'presets in a dict MODELS')
+    parser.add_argument(
+        '--sizes', nargs='+', default=DEFAULT_SIZES, help='H or HxW')
+    parser.add_argument(
+        '--baseline',
+        help='a model of --models to report '
+        'speed and memory ratios against')
+    parser.add_argument(
+        '--mode', default='infer', choices=['infer', 'train', 'det-train'])
     parser.add_argument('--dtype', default='fp32', choices=sorted(DTYPES))
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--compile', action='store_true',
-                        help='also measure torch.compile')
-    parser.add_argument('--threads', type=int,
-                        default=min(os.cpu_count() or 1, 2))
+    parser.add_argument(
+        '--compile', action='store_true', help='also measure torch.compile')
+    parser.add_argument(
+        '--with-cp',
+        choices=['off', 'on', 'both'],
+        default='off',
+        help='gradient checkpointing of the '
+        'backbone (train and det-train modes)')
+    parser.add_argument(
+        '--threads', type=int, default=min(os.cpu_count() or 1, 2))
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
-    parser.add_argument('--timeout', type=int, default=900,
-                        help='seconds per (model, size)')
-    parser.add_argument('--out', help='prefix for the .json and .png files')
+    parser.add_argument(
+        '--timeout', type=int, default=900, help='seconds per (model, size)')
+    parser.add_argument(
+        '--out', help='prefix for the .json, .md and .png '
+        'files')
     parser.add_argument('--worker', help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.worker:
+        return args
+    if args.extra_models:
+        load_extra_models(args.extra_models)
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown:
+        parser.error(f'unknown models {unknown}; presets: '
+                     f'{", ".join(sorted(MODELS))}')
+    if args.baseline and args.baseline not in args.models:
+        parser.error(f'--baseline {args.baseline} is not one of --models')
+    for text in args.sizes:
+        try:
+            parse_size(text)
+        except ValueError:
+            parser.error(f'bad size {text!r}: use H or HxW')
+    return args
 
 
 def main(argv=None):
@@ -289,26 +470,43 @@ def main(argv=None):
     if args.worker:
         run_worker(json.loads(args.worker))
         return
+    cp_options = dict(off=[False], on=[True], both=[False, True])
     results = []
     print(HEADER, flush=True)
-    for name in args.models:
-        for text in args.sizes:
-            for compiled in ([False, True] if args.compile else [False]):
-                spec = dict(model=name, size=parse_size(text),
-                            mode=args.mode, dtype=args.dtype,
-                            device=args.device, compile=compiled,
-                            threads=args.threads, warmup=args.warmup,
-                            repeats=args.repeats)
-                results.append(measure(spec, args.timeout))
-                print(format_row(results[-1]), flush=True)
+    # Size by size, so that the models compared at one size run close in
+    # time, under the same load.
+    for text in args.sizes:
+        for name in args.models:
+            for with_cp in cp_options[args.with_cp]:
+                for compiled in [False, True] if args.compile else [False]:
+                    spec = dict(
+                        model=name,
+                        size=parse_size(text),
+                        mode=args.mode,
+                        dtype=args.dtype,
+                        device=args.device,
+                        compile=compiled,
+                        with_cp=with_cp,
+                        threads=args.threads,
+                        warmup=args.warmup,
+                        repeats=args.repeats,
+                        extra_models=args.extra_models
+                        and osp.abspath(args.extra_models))
+                    results.append(measure(spec, args.timeout))
+                    print(format_row(results[-1]), flush=True)
     print()
     print_table(results)
+    summary = summary_lines(results, args.baseline)
+    print('\n' + '\n'.join(summary))
     if args.out:
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(f'{args.out}.json', 'w') as f:
             json.dump(results, f, indent=1)
+        with open(f'{args.out}.md', 'w') as f:
+            f.write('\n'.join(markdown_table(results) + [''] + summary) + '\n')
         plot(results, args.out)
-        print(f'\nwrote {args.out}.json and {args.out}_*.png')
+        print(f'\nwrote {args.out}.json, {args.out}.md and '
+              f'{args.out}_*.png')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,128 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""tools/analysis_tools/benchmark.py: one process per measurement (a
+failing model is reported, not fatal), table/JSON/Markdown/plots, and the
+ratios it derives."""
+import importlib.util
+import json
+import os.path as osp
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+spec = importlib.util.spec_from_file_location(
+    'benchmark_tool', osp.join(REPO, 'tools/analysis_tools/benchmark.py'))
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+EXTRA_MODELS = '''
+MODELS = {
+    'tiny-l2vit': ('mmplugin_l2vit.L2ViT', dict(arch=dict(
+        embed_dims=[16, 32, 64, 128], depths=[2, 2, 2, 2],
+        num_heads=[1, 2, 4, 8], window_size=7))),
+    # Fails when built: 3 heads do not divide 16 channels.
+    'broken': ('mmplugin_l2vit.FLattenPVT', dict(arch=dict(
+        embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+        num_heads=[3, 3, 3, 3]))),
+}
+'''
+
+
+def row(model, size, latency, memory, **variant):
+    return dict(
+        dict(mode='infer', dtype='fp32', compile=False, with_cp=False),
+        model=model, size=list(size), status='ok', latency_ms=latency,
+        peak_mem_mb=memory, **variant)
+
+
+def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
+    extra = tmp_path / 'extra_models.py'
+    extra.write_text(EXTRA_MODELS)
+    prefix = tmp_path / 'out' / 'bench'
+    benchmark.main([
+        '--models', 'tiny-l2vit', 'broken', '--extra-models',
+        str(extra), '--sizes', '64', '64x96', '--mode', 'train',
+        '--with-cp', 'both', '--threads', '1', '--warmup', '1',
+        '--repeats', '2', '--out', str(prefix)
+    ])
+    results = json.loads((tmp_path / 'out' / 'bench.json').read_text())
+    assert [(r['model'], r['size'], r['with_cp']) for r in results] == [
+        ('tiny-l2vit', [64, 64], False), ('tiny-l2vit', [64, 64], True),
+        ('broken', [64, 64], False), ('broken', [64, 64], True),
+        ('tiny-l2vit', [64, 96], False), ('tiny-l2vit', [64, 96], True),
+        ('broken', [64, 96], False), ('broken', [64, 96], True)
+    ]
+    for r in results:
+        if r['model'] == 'broken':
+            assert r['status'].startswith('failed: ')
+            assert 'divisible' in r['status']
+            continue
+        assert r['status'] == 'ok'
+        assert r['mode'] == 'train' and r['dtype'] == 'fp32'
+        assert r['latency_ms'] > 0 and r['peak_mem_mb'] >= 0
+        assert r['gemm_gflops'] > 0
+        # Forward + backward: about three times the forward MACs.
+        assert 0.01 < r['gmacs'] < 1
+        assert r['gflops'] == pytest.approx(
+            2 * r['gmacs'] / (r['latency_ms'] / 1e3))
+    # Checkpointing recomputes the forward: more MACs, same model.
+    plain, checkpointed = results[0]['gmacs'], results[1]['gmacs']
+    assert checkpointed > plain * 1.1
+    markdown = (tmp_path / 'out' / 'bench.md').read_text()
+    assert markdown.count('| tiny-l2vit |') == 4
+    assert markdown.count('| broken |') == 4
+    assert 'pixels x1.50' in markdown
+    for key in ('latency_ms', 'peak_mem_mb'):
+        assert (tmp_path / 'out' / f'bench_{key}.png').stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert 'failed: ' in printed and 'scaling between consecutive' in printed
+
+
+def test_baseline_ratios_pair_rows_of_the_same_size_and_variant():
+    results = [
+        row('ours', (224, 224), 50., 100.),
+        row('theirs', (224, 224), 100., 50.),
+        row('ours', (224, 224), 40., 100., dtype='bf16'),
+        row('ours', (512, 512), 10., 10.),  # no baseline row at 512
+        dict(row('theirs', (1024, 1024), 1., 1.), status='failed: x'),
+        row('ours', (1024, 1024), 1., 1.),
+    ]
+    ratios = benchmark.baseline_ratios(results, 'theirs')
+    assert [(r['model'], r['size'], speed, memory)
+            for r, speed, memory in ratios] == [('ours', [224, 224], 2., 2.)]
+
+
+def test_scaling_ratios_follow_pixels_within_each_variant():
+    results = [
+        row('ours', (2048, 2048), 900., 430.),
+        row('ours', (1024, 1024), 200., 100.),
+        row('ours', (512, 768), 150., 80.),
+        row('ours', (1024, 1024), 100., 100., dtype='bf16'),
+    ]
+    ratios = [(small['size'], large['size'], round(pixels, 3),
+               round(time_ratio, 3), round(memory, 3)) for small, large,
+              pixels, time_ratio, memory in benchmark.scaling_ratios(results)]
+    assert ratios == [
+        ([512, 768], [1024, 1024], round(1024 / 768 * 2, 3),
+         round(200 / 150, 3), 1.25),
+        ([1024, 1024], [2048, 2048], 4.0, 4.5, 4.3),
+    ]
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--models', 'no-such-model'], "unknown models ['no-such-model']"),
+    (['--models', 'l2vit-t', '--baseline', 'swin-t'],
+     '--baseline swin-t is not one of --models'),
+    (['--sizes', '224xabc'], "bad size '224xabc'"),
+])
+def test_bad_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_extra_models_file_must_define_models(tmp_path):
+    extra = tmp_path / 'extra.py'
+    extra.write_text('PRESETS = {}\n')
+    with pytest.raises(SystemExit, match='must define a dict MODELS'):
+        benchmark.load_extra_models(str(extra))
