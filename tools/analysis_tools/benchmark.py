@@ -70,38 +70,6 @@ def parse_size(text):
 # --------------------------------------------------------------------------
 
 
-def _current_rss_bytes():
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-
-
-def _peak_rss_bytes():
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith('VmHWM:'):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError('no VmHWM in /proc/self/status')
-
-
-def _cpu_peak_memory(step):
-    """Peak resident memory of ``step()`` above what the process holds
-    before it, in bytes.
-
-    Freed heap memory is handed back to the system first (``malloc_trim``)
-    so that the step cannot hide its allocations in memory a previous step
-    left resident, and the kernel's high-water mark is reset (Linux
-    ``clear_refs``) so that earlier peaks do not count.
-    """
-    import ctypes
-    gc.collect()
-    ctypes.CDLL(None).malloc_trim(0)
-    with open('/proc/self/clear_refs', 'w') as f:
-        f.write('5')
-    baseline = _current_rss_bytes()
-    step()
-    return _peak_rss_bytes() - baseline
-
-
 def _gemm_gflops(device, repeats=10, n=2048):
     import torch
     a = torch.randn(n, n, device=device)
@@ -202,7 +170,7 @@ def run_worker(spec):
 
     if spec['compile']:
         model.forward = torch.compile(model.forward)
-    from mmplugin_l2vit.analysis import count_macs_of
+    from mmplugin_l2vit.analysis import count_macs_of, peak_activation_memory
 
     def timed_step():
         context = (
@@ -233,7 +201,7 @@ def run_worker(spec):
         timed_step()
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
-        peak = _cpu_peak_memory(timed_step)
+        peak = peak_activation_memory(model, timed_step)
     result.update(
         status='ok',
         latency_ms=latency * 1e3,
