@@ -11,8 +11,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_CSWIN_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
-                      map_to_tokens, tokens_to_nchw)
+from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
+                      check_pos_resize_mode, map_to_tokens, tokens_to_nchw)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -191,7 +191,7 @@ class CSwinBlock(nn.Module):
             [attn(*qkv, hw) for attn, qkv in zip(self.attns, zip(q, k, v))],
             dim=-1)
         x = x + self.drop_path(self.proj(out))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
 
 
 class CSwinStage(Stage):
@@ -220,6 +220,7 @@ class CSwinStage(Stage):
                  num_heads: int, attention: str, split_size: int, pos_grid: HW,
                  pos_resize_mode: str, mlp_ratio: float,
                  drop_paths: Sequence[float], with_cp: bool):
+
         def make_attns():
             if attention == 'linear':
                 return [
@@ -234,9 +235,8 @@ class CSwinStage(Stage):
             return [LePEAttention(embed_dims, num_heads, (None, None))]
 
         super().__init__(
-            None if in_channels is None else MergeBlock(
-                in_channels, embed_dims),
-            [
+            None
+            if in_channels is None else MergeBlock(in_channels, embed_dims), [
                 CSwinBlock(embed_dims, make_attns(), mlp_ratio, drop_paths[j])
                 for j in range(depth)
             ], with_cp)

@@ -12,9 +12,9 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 
 from ...registry import MODELS
 from ..converters import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
-                      map_to_tokens, pad_to_multiple, resize_pos_embed,
-                      tokens_to_map, tokens_to_nchw)
+from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
+                      check_pos_resize_mode, map_to_tokens, pad_to_multiple,
+                      resize_pos_embed, tokens_to_map, tokens_to_nchw)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -49,9 +49,15 @@ class PVTFocusedAttention(FocusedLinearAttention):
         self.kv = nn.Linear(embed_dims, embed_dims * 2)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
+    def project_q(self, x):
+        return self.q(x)
+
+    def project_kv(self, x):
+        return self.kv(x).chunk(2, dim=-1)
+
     def forward(self, x, hw: HW):
-        k, v = self.kv(x).chunk(2, dim=-1)
-        return self.proj(self.attend(self.q(x), k, v, hw))
+        return self.proj(
+            self.attend(self.project_q(x), *self.project_kv(x), hw))
 
 
 class ConvMlp(Mlp):
@@ -104,10 +110,10 @@ class FLattenPVTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        ffn_input = self.norm2(x)
-        ffn = self.mlp(ffn_input, hw) if self.conv_mlp else self.mlp(ffn_input)
-        return x + self.drop_path(ffn)
+        x = self.attn.add_branch(x, hw, self.norm1, self.drop_path)
+        if self.conv_mlp:
+            return x + self.drop_path(self.mlp(self.norm2(x), hw))
+        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
 
 
 class PVTPatchEmbed(nn.Module):
@@ -219,8 +225,7 @@ class FLattenPVTBase(HierarchicalBackbone):
             ]
             downsample = self._patch_embed(
                 i, self.embed_dims[i - 1]) if i else None
-            self.stages.append(
-                Stage(downsample, blocks, self.with_cp))
+            self.stages.append(Stage(downsample, blocks, self.with_cp))
 
     def _patch_embed(self, stage: int, in_channels: int) -> PVTPatchEmbed:
         """Return the patch embedding that starts stage ``stage``."""

@@ -11,8 +11,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
-                      map_to_tokens, pad_to_multiple)
+from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
+                      check_pos_resize_mode, map_to_tokens, pad_to_multiple)
 from ..layers.tokens import HW
 from ..layers.window_attention import ShiftedWindowAttention
 from .base import HierarchicalBackbone, Stage
@@ -48,7 +48,19 @@ class SwinFocusedAttention(FocusedLinearAttention):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
+    def project_q(self, x):
+        channels = x.shape[-1]
+        return F.linear(x, self.qkv.weight[:channels],
+                        self.qkv.bias[:channels])
+
+    def project_kv(self, x):
+        channels = x.shape[-1]
+        return F.linear(x, self.qkv.weight[channels:],
+                        self.qkv.bias[channels:]).chunk(
+                            2, dim=-1)
+
     def forward(self, x, hw: HW):
+        # One product for q, k and v.
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         return self.proj(self.attend(q, k, v, hw))
 
@@ -70,10 +82,7 @@ class SwinPatchEmbed(nn.Module):
     def __init__(self, in_channels: int, embed_dims: int):
         super().__init__()
         self.proj = nn.Conv2d(
-            in_channels,
-            embed_dims,
-            self.patch_size,
-            stride=self.patch_size)
+            in_channels, embed_dims, self.patch_size, stride=self.patch_size)
         self.norm = nn.LayerNorm(embed_dims)
 
     def forward(self, x):
@@ -111,8 +120,10 @@ class PatchMerging(nn.Module):
         hw = (-(-height // 2), -(-width // 2))
         # Split rows and columns into (index, parity) pairs; the column
         # parity varies slowest in the official channel order.
-        x = x.view(batch, hw[0], 2, hw[1], 2, channels).permute(
-            0, 1, 3, 4, 2, 5).reshape(batch, hw[0] * hw[1], 4 * channels)
+        x = x.view(batch, hw[0], 2, hw[1], 2,
+                   channels).permute(0, 1, 3, 4, 2,
+                                     5).reshape(batch, hw[0] * hw[1],
+                                                4 * channels)
         return self.reduction(self.norm(x)), hw
 
 
@@ -136,8 +147,8 @@ class FLattenSwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = self.attn.add_branch(x, hw, self.norm1, self.drop_path)
+        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
 
 
 @MODELS.register_module()
@@ -215,9 +226,12 @@ class FLattenSwin(HierarchicalBackbone):
             official or converted checkpoint. Default: None.
     """
     arch_zoo = {
-        'tiny': dict(SWIN_T_WIDTHS, depths=[2, 2, 6, 2]),
-        'small': dict(SWIN_T_WIDTHS, depths=[2, 2, 18, 2]),
-        'base': dict(SWIN_B_WIDTHS, depths=[2, 2, 18, 2]),
+        'tiny':
+        dict(SWIN_T_WIDTHS, depths=[2, 2, 6, 2]),
+        'small':
+        dict(SWIN_T_WIDTHS, depths=[2, 2, 18, 2]),
+        'base':
+        dict(SWIN_B_WIDTHS, depths=[2, 2, 18, 2]),
         'base-384':
         dict(
             SWIN_B_WIDTHS,

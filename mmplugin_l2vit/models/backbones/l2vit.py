@@ -13,7 +13,7 @@ from ...registry import MODELS
 from ..converters import L2VIT_CONVERTER
 from ..layers import (ConvDownsample, ConvPosEnc, ConvStem,
                       LocalConcentrationModule, Mlp, ReLULinearAttention,
-                      UnmaskedWindowAttention)
+                      UnmaskedWindowAttention, add_mlp_branch)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -36,8 +36,7 @@ class LocalWindowBlock(nn.Module):
         super().__init__()
         self.cpe_attn = ConvPosEnc(embed_dims)
         self.norm_attn = nn.LayerNorm(embed_dims)
-        self.attn = UnmaskedWindowAttention(embed_dims, num_heads,
-                                            window_size)
+        self.attn = UnmaskedWindowAttention(embed_dims, num_heads, window_size)
         self.cpe_ffn = ConvPosEnc(embed_dims)
         self.norm_ffn = nn.LayerNorm(embed_dims)
         self.ffn = Mlp(embed_dims, int(embed_dims * mlp_ratio))
@@ -45,9 +44,9 @@ class LocalWindowBlock(nn.Module):
 
     def forward(self, x, hw: HW):
         x = self.cpe_attn(x, hw)
-        x = x + self.drop_path(self.attn(self.norm_attn(x), hw))
+        x = self.attn.add_branch(x, hw, self.norm_attn, self.drop_path)
         x = self.cpe_ffn(x, hw)
-        return x + self.drop_path(self.ffn(self.norm_ffn(x)))
+        return add_mlp_branch(x, self.norm_ffn, self.ffn, self.drop_path)
 
 
 class LinearGlobalBlock(nn.Module):
@@ -80,9 +79,9 @@ class LinearGlobalBlock(nn.Module):
 
     def forward(self, x, hw: HW):
         x = self.cpe_attn(x, hw)
-        x = x + self.drop_path(self.attn(self.norm_attn(x)))
+        x = self.attn.add_branch(x, self.norm_attn, self.drop_path)
         x = x + self.drop_path(self.lcm(self.norm_lcm(x), hw))
-        return x + self.drop_path(self.ffn(self.norm_ffn(x)))
+        return add_mlp_branch(x, self.norm_ffn, self.ffn, self.drop_path)
 
 
 @MODELS.register_module()
@@ -180,8 +179,7 @@ class L2ViT(HierarchicalBackbone):
                 # Blocks alternate LWA (even index in the stage) and LGA.
                 if len(blocks) % 2 == 0:
                     blocks.append(
-                        LocalWindowBlock(dims, heads,
-                                         settings['window_size'],
+                        LocalWindowBlock(dims, heads, settings['window_size'],
                                          settings['mlp_ratio'], dpr[j]))
                 else:
                     blocks.append(

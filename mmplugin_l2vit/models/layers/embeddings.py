@@ -1,9 +1,11 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Stems, downsampling layers and convolutional position encodings."""
+"""Stems, downsampling layers, convolutional position encodings and the
+MLP."""
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, map_to_tokens, tokens_to_map
+from .tokens import (CHUNK_ELEMENTS, HW, adds_in_place, map_to_tokens,
+                     tokens_to_map)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -88,7 +90,9 @@ class ConvPosEnc(nn.Module):
             groups=channels)
 
     def forward(self, x, hw: HW):
-        return x + map_to_tokens(self.conv(tokens_to_map(x, hw)))
+        # Added into the conv's output: one map allocated, not two.
+        out = map_to_tokens(self.conv(tokens_to_map(x, hw)))
+        return out.add_(x)
 
 
 class Mlp(nn.Module):
@@ -107,3 +111,21 @@ class Mlp(nn.Module):
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
+
+
+def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
+    """``x + drop_path(mlp(norm(x)))`` for ``(B, N, C)`` tokens.
+
+    The branch acts on each token alone, so in inference (see
+    :func:`adds_in_place`) it is added into ``x`` a chunk of tokens at a
+    time and the wide hidden layer never exists for the whole map. The
+    result is the same up to float rounding of the smaller matrix products.
+    """
+    if not adds_in_place(x, drop_path, norm, mlp):
+        return x + drop_path(mlp(norm(x)))
+    tokens = x.view(-1, x.shape[-1])
+    chunk = max(1, CHUNK_ELEMENTS // mlp.fc1.out_features)
+    for start in range(0, tokens.shape[0], chunk):
+        part = tokens[start:start + chunk]
+        part += mlp(norm(part))
+    return x

@@ -29,7 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, map_to_tokens, tokens_to_map
+from .tokens import (CHUNK_ELEMENTS, HW, adds_in_place, map_to_tokens,
+                     tokens_to_map)
 
 
 def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
@@ -44,10 +45,11 @@ def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
     def wrapper(*args, **kwargs):
         dtype = torch.promote_types(args[0].dtype, torch.float32)
         with torch.autocast(device_type=args[0].device.type, enabled=False):
-            out = kernel(*[
-                a.to(torch.promote_types(a.dtype, dtype)) if isinstance(
-                    a, torch.Tensor) else a for a in args
-            ], **kwargs)
+            out = kernel(
+                *[
+                    a.to(torch.promote_types(a.dtype, dtype)) if isinstance(
+                        a, torch.Tensor) else a for a in args
+                ], **kwargs)
         return out if keep_float32 else out.to(args[2].dtype)
 
     return wrapper
@@ -141,6 +143,44 @@ class ReLULinearAttention(nn.Module):
                                     self.denominator_floor)
         out = out.transpose(1, 2).reshape(batch, num_tokens, channels)
         return self.proj(out)
+
+    def add_branch(self, x, norm: nn.Module, drop_path: nn.Module):
+        """``x + drop_path(self(norm(x)))``.
+
+        In inference (see :func:`~.tokens.adds_in_place`) it runs in two
+        passes over chunks of tokens, added into ``x`` in place: the first
+        sums ``kᵀv`` and ``k`` from the key and value projections, the
+        second projects the queries and attends. No whole-map ``qkv`` or
+        per-head copy exists; the sums differ from one product over all
+        tokens by float rounding only.
+        """
+        if not adds_in_place(x, drop_path, norm, self):
+            return x + drop_path(self(norm(x)))
+        channels = x.shape[-1]
+        heads, head_dims = self.num_heads, self.head_dims
+        q_weight, kv_weight = self.qkv.weight.split([channels, 2 * channels])
+        q_bias, kv_bias = self.qkv.bias.split([channels, 2 * channels])
+        chunk = max(1, CHUNK_ELEMENTS // (2 * channels))
+        for tokens in x:  # one image at a time
+            parts = tokens.split(chunk)
+            kv = x.new_zeros(heads, head_dims, head_dims)
+            key_sum = x.new_zeros(heads, head_dims, 1)
+            for part in parts:
+                k, v = F.linear(norm(part), kv_weight,
+                                kv_bias).view(-1, 2, heads,
+                                              head_dims).permute(1, 2, 0, 3)
+                k = k.relu()
+                kv += k.transpose(-2, -1) @ v
+                key_sum += k.sum(dim=-2).unsqueeze(-1)
+            kv *= self.temperature
+            for part in parts:
+                q = F.linear(norm(part), q_weight,
+                             q_bias).view(-1, heads,
+                                          head_dims).transpose(0, 1).relu()
+                out = (q @ kv) / torch.clamp(
+                    q @ key_sum, min=self.denominator_floor)
+                part += self.proj(out.transpose(0, 1).reshape(-1, channels))
+        return x
 
 
 class LocalConcentrationModule(nn.Module):
@@ -276,3 +316,61 @@ class FocusedLinearAttention(nn.Module):
                           self.head_dims).permute(0, 3, 1, 2)
         dwc = self.dwc(v_map).reshape(batch, channels, num_tokens)
         return out + dwc.transpose(1, 2)
+
+    def project_q(self, x):
+        """Queries ``(..., C)`` of normalised tokens (set by the host)."""
+        raise NotImplementedError
+
+    def project_kv(self, x):
+        """Keys and values ``(..., C)`` of normalised tokens (set by the
+        host)."""
+        raise NotImplementedError
+
+    def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
+        """``x + drop_path(self(norm(x), hw))`` for a host attending over
+        the whole ``hw`` map with :meth:`project_q`, :meth:`project_kv` and
+        ``proj``.
+
+        In inference (see :func:`~.tokens.adds_in_place`) it runs in two
+        passes over chunks of tokens, added into ``x`` in place: the first
+        sums the focused keys and ``kᵀv`` and keeps the values for the
+        depthwise convolution, the second focuses the queries and attends.
+        Only the values and their convolution exist for the whole map; the
+        sums differ from one product over all tokens by float rounding.
+        """
+        if not adds_in_place(x, drop_path, norm, self):
+            return x + drop_path(self(norm(x), hw))
+        num_tokens, channels = x.shape[1:]
+        heads, head_dims = self.num_heads, self.head_dims
+        pos = resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
+                               self.pos_resize_mode)[0]
+        chunk = max(1, CHUNK_ELEMENTS // (2 * channels))
+        for tokens in x:  # one image at a time
+            kv = x.new_zeros(heads, head_dims, head_dims)
+            key_sum = x.new_zeros(heads, head_dims, 1)
+            values = torch.empty_like(tokens)
+            for start in range(0, num_tokens, chunk):
+                k, v = self.project_kv(norm(tokens[start:start + chunk]))
+                values[start:start + chunk] = v
+                k = focusing_function(k + pos[start:start + chunk], self.scale,
+                                      self.focusing_factor)
+                k = k.view(-1, heads, head_dims).transpose(0, 1)
+                v = v.view(-1, heads, head_dims).transpose(0, 1)
+                kv += (k.transpose(-2, -1) * num_tokens**-0.5) @ (
+                    v * num_tokens**-0.5)
+                key_sum += k.sum(dim=-2).unsqueeze(-1)
+            key_mean = key_sum / num_tokens
+            # The shared depthwise conv runs on each head's value map.
+            value_maps = values.view(*hw, heads, head_dims).permute(2, 3, 0, 1)
+            local = self.dwc(value_maps).permute(2, 3, 0, 1).reshape(
+                num_tokens, channels)
+            for start in range(0, num_tokens, chunk):
+                part = tokens[start:start + chunk]
+                q = focusing_function(
+                    self.project_q(norm(part)), self.scale,
+                    self.focusing_factor).view(-1, heads,
+                                               head_dims).transpose(0, 1)
+                out = q @ kv * (1 / (q @ key_mean + 1e-6))
+                out = out.transpose(0, 1).reshape(-1, channels)
+                part += self.proj(out + local[start:start + chunk])
+        return x

@@ -8,8 +8,36 @@ shares its memory, so convolutions on it need no copy.
 from typing import Tuple
 
 import torch
+import torch.nn as nn
 
 HW = Tuple[int, int]
+
+# Elements of the largest temporary of a branch computed chunk by chunk in
+# place (8 MB in fp32): small enough for the allocator to reuse one buffer
+# from chunk to chunk, where a whole-map temporary (hundreds of MB at
+# 2048x2048) would be mapped fresh and zeroed page by page in every block.
+CHUNK_ELEMENTS = 1 << 21
+
+
+def _hooked(module: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks
+               for m in module.modules())
+
+
+def adds_in_place(x: torch.Tensor, drop_path: nn.Module, *branch:
+                  nn.Module) -> bool:
+    """Whether a residual branch ``x + drop_path(f(x))`` made of the
+    modules ``branch`` may be added into ``x`` in place, chunk by chunk:
+    only in eager inference (autograd and autocast off, stochastic depth in
+    eval mode; a compiled graph plans its own memory), on a contiguous
+    ``x`` the caller owns, and with no forward hook on the branch (hooks
+    expect the whole-map calls)."""
+    return not (torch.is_grad_enabled() or drop_path.training
+                or torch.is_autocast_enabled(x.device.type)
+                or torch.compiler.is_compiling() or not x.is_contiguous()
+                or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks
+                or any(_hooked(module) for module in branch))
 
 
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:

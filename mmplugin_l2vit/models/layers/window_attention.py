@@ -5,15 +5,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW
+from .tokens import HW, adds_in_place
 
 
 def window_partition(x, window_size: int):
     """``(B, H, W, C)`` with H, W multiples of ``window_size`` ->
     ``(B * num_windows, window_size**2, C)``, windows in row-major order."""
     batch, height, width, channels = x.shape
-    x = x.view(batch, height // window_size, window_size,
-               width // window_size, window_size, channels)
+    x = x.view(batch, height // window_size, window_size, width // window_size,
+               window_size, channels)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size,
                                                channels)
 
@@ -83,8 +83,9 @@ class UnmaskedWindowAttention(nn.Module):
                                self.head_dims)
         # -> (3, windows, heads, window tokens, head_dims), windows in the
         # order of window_partition.
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).reshape(
-            3, batch * rows * cols, heads, size * size, self.head_dims)
+        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
+                              7).reshape(3, batch * rows * cols, heads,
+                                         size * size, self.head_dims)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.view(batch, rows, cols, heads, size, size,
                        self.head_dims).permute(0, 1, 4, 2, 5, 3, 6).reshape(
@@ -97,6 +98,27 @@ class UnmaskedWindowAttention(nn.Module):
 
     def forward(self, x, hw: HW):
         return self.attend_in_windows(x, hw)
+
+    def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
+        """``x + drop_path(self(norm(x), hw))``.
+
+        Windows do not interact, so in inference (see
+        :func:`~.tokens.adds_in_place`) each band of one window row is
+        normalised, attended and added into ``x`` in place: the padded,
+        projected and per-head copies of the map are never whole.
+        """
+        if not adds_in_place(x, drop_path, norm, self):
+            return x + drop_path(self(norm(x), hw))
+        batch, _, channels = x.shape
+        height, width = hw
+        grid = x.view(batch, height, width, channels)
+        for top in range(0, height, self.window_size):
+            band = grid[:, top:top + self.window_size]
+            rows = band.shape[1]
+            normed = norm(band).view(batch, rows * width, channels)
+            band += self.attend_in_windows(normed,
+                                           (rows, width)).view(band.shape)
+        return x
 
 
 def relative_position_index(window_size: int):
@@ -206,6 +228,11 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
             tokens = (rows[:, None] * size + cols).flatten()
             index = index[tokens][:, tokens]
         return self.relative_position_bias_table.t()[:, index]
+
+    def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
+        """``x + drop_path(self(norm(x), hw))``; shifted windows cross the
+        bands that :meth:`UnmaskedWindowAttention.add_branch` works in."""
+        return x + drop_path(self(norm(x), hw))
 
     def forward(self, x, hw: HW):
         batch = x.shape[0]

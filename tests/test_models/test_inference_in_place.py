@@ -1,0 +1,64 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""In inference the residual branches are added into the tokens in place,
+a chunk (or a band of windows) at a time: the same result as the
+whole-map computation of training, and the caller's input untouched."""
+import pytest
+import torch
+import torch.nn as nn
+from test_models.test_mixed_precision import ARCHS
+
+import mmplugin_l2vit
+from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
+from mmplugin_l2vit.models.layers.tokens import adds_in_place
+
+
+def randomised(type_name):
+    model = getattr(mmplugin_l2vit, type_name)(ARCHS[type_name]).double()
+    for param in model.parameters():
+        nn.init.normal_(param, std=0.1)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2)
+    return model.eval()
+
+
+@pytest.mark.parametrize('type_name', sorted(ARCHS))
+def test_in_place_inference_matches_whole_map(type_name, monkeypatch):
+    # Small chunks: several per map, the last one partial.
+    for module in (tokens, embeddings, linear_attention):
+        monkeypatch.setattr(module, 'CHUNK_ELEMENTS', 3000)
+    model = randomised(type_name)
+    # Padding everywhere, two images (the sums are per image).
+    x = torch.randn(2, 3, 69, 83, dtype=torch.float64)
+    before = x.clone()
+    with torch.enable_grad():  # autograd on: the whole-map path
+        expected = model(x)
+    with torch.no_grad():
+        outs = model(x)
+    assert torch.equal(x, before)
+    for out, ref in zip(outs, expected):
+        assert not ref.requires_grad or out.data_ptr() != ref.data_ptr()
+        torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_in_place_only_in_eager_inference():
+    x = torch.randn(1, 10, 8)
+    drop_path = nn.Identity().eval()
+    with torch.no_grad():
+        assert adds_in_place(x, drop_path)
+        assert not adds_in_place(x.transpose(1, 2), drop_path)
+        assert not adds_in_place(x, nn.Identity().train())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not adds_in_place(x, drop_path)
+    assert not adds_in_place(x, drop_path)  # autograd on
+
+
+def test_forward_hooks_see_the_whole_map_calls():
+    model = randomised('L2ViT')
+    calls = []
+    attn = model.stages[0].blocks[1].attn
+    attn.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    assert calls == [torch.Size([1, 256, 32])]
