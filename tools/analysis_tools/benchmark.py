@@ -71,6 +71,8 @@ def parse_size(text):
 
 
 def _gemm_gflops(device, repeats=10, n=2048):
+    """The machine's fp32 GEMM rate: the best of ``repeats`` products of
+    two n x n matrices (the best, as other load only ever slows it)."""
     import torch
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
@@ -79,7 +81,7 @@ def _gemm_gflops(device, repeats=10, n=2048):
         start = _now(device)
         a @ b
         times.append(_now(device) - start)
-    return 2 * n**3 / statistics.median(times[2:]) / 1e9
+    return 2 * n**3 / min(times[2:]) / 1e9
 
 
 def _now(device):

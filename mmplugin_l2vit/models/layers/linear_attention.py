@@ -348,22 +348,23 @@ class FocusedLinearAttention(nn.Module):
         for tokens in x:  # one image at a time
             kv = x.new_zeros(heads, head_dims, head_dims)
             key_sum = x.new_zeros(heads, head_dims, 1)
-            values = torch.empty_like(tokens)
+            # Head-major, so that each head's value map is channels-last
+            # for the depthwise conv.
+            values = x.new_empty(heads, num_tokens, head_dims)
             for start in range(0, num_tokens, chunk):
                 k, v = self.project_kv(norm(tokens[start:start + chunk]))
-                values[start:start + chunk] = v
                 k = focusing_function(k + pos[start:start + chunk], self.scale,
                                       self.focusing_factor)
                 k = k.view(-1, heads, head_dims).transpose(0, 1)
                 v = v.view(-1, heads, head_dims).transpose(0, 1)
+                values[:, start:start + chunk] = v
                 kv += (k.transpose(-2, -1) * num_tokens**-0.5) @ (
                     v * num_tokens**-0.5)
                 key_sum += k.sum(dim=-2).unsqueeze(-1)
             key_mean = key_sum / num_tokens
             # The shared depthwise conv runs on each head's value map.
-            value_maps = values.view(*hw, heads, head_dims).permute(2, 3, 0, 1)
-            local = self.dwc(value_maps).permute(2, 3, 0, 1).reshape(
-                num_tokens, channels)
+            local = map_to_tokens(self.dwc(tokens_to_map(values,
+                                                         hw)))  # (heads, N, d)
             for start in range(0, num_tokens, chunk):
                 part = tokens[start:start + chunk]
                 q = focusing_function(
@@ -371,6 +372,6 @@ class FocusedLinearAttention(nn.Module):
                     self.focusing_factor).view(-1, heads,
                                                head_dims).transpose(0, 1)
                 out = q @ kv * (1 / (q @ key_mean + 1e-6))
-                out = out.transpose(0, 1).reshape(-1, channels)
-                part += self.proj(out + local[start:start + chunk])
+                out = out + local[:, start:start + chunk]
+                part += self.proj(out.transpose(0, 1).reshape(-1, channels))
         return x
