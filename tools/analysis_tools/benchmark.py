@@ -121,6 +121,7 @@ def _build_backbone(name, device, with_cp=False):
 
 def _build_detector_step(name, size, device, with_cp):
     """A Mask R-CNN training step on 2 images with ``name`` as backbone."""
+    import torch
     from mmengine.hub import get_config
     from mmengine.registry import init_default_scope
 
@@ -131,8 +132,9 @@ def _build_detector_step(name, size, device, with_cp):
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     backbone = _build_backbone(name, 'cpu')
     cfg.model.backbone = _backbone_cfg(name, with_cp)
-    with __import__('torch').no_grad():
-        probe = backbone.eval()(__import__('torch').randn(1, 3, 64, 64))
+    backbone.eval()  # mmdet's Swin.train() returns None: no chaining
+    with torch.no_grad():
+        probe = backbone(torch.randn(1, 3, 64, 64))
     cfg.model.neck.in_channels = [o.shape[1] for o in probe]
     model = DET.build(cfg.model).to(device).train()
     packed = demo_mm_inputs(
@@ -141,7 +143,7 @@ def _build_detector_step(name, size, device, with_cp):
 
     def step():
         losses = model(**data, mode='loss')
-        loss = sum(v.sum() for k, v in losses.items() if 'loss' in k)
+        loss, _ = model.parse_losses(losses)
         loss.backward()
 
     return model, step
