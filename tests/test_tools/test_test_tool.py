@@ -94,7 +94,11 @@ def det_options(data_root):
 
 def seg_options(data_root):
     ade = osp.join(data_root, 'ade') + osp.sep
-    return [f'test_dataloader.dataset.data_root={ade}']
+    # All three: some hooks read the training set's metadata too.
+    return [
+        f'{split}_dataloader.dataset.data_root={ade}'
+        for split in ('train', 'val', 'test')
+    ]
 
 
 def run_tool(config, checkpoint, work_dir, *args, options=()):
