@@ -16,8 +16,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
 import mmplugin_l2vit  # noqa: E402,F401  (allow-lists checkpoint classes)
-from mmplugin_l2vit.models.converters import (  # noqa: E402
-    L2VIT_CONVERTER, convert_checkpoint_file)
+from mmplugin_l2vit.models.converters import (L2VIT_CONVERTER,  # noqa: E402
+                                              convert_checkpoint_file)
 
 
 def parse_args(argv=None):
