@@ -1,8 +1,11 @@
 # UPerNet with a small L²ViT backbone, trained from scratch on the ADE-style
 # synthetic shapes dataset (tools/misc/generate_demo_data.py) in a few CPU
-# minutes. As in ADE20K, label 0 (the background) is ignored
-# (reduce_zero_label=True) and the shapes become classes 0..3.
-# `python tools/misc/run_demo.py --task seg` runs it end to end.
+# minutes: 128x128 images, AdamW at lr 5e-4 with warmup and cosine decay,
+# 1400 iterations of 4 images. At lr 1e-3 the gradient noise of 4-image
+# batches makes the backbone's tokens collapse to a position-independent
+# constant and the model only learns the class prior. As in ADE20K, label 0
+# (the background) is ignored (reduce_zero_label=True) and the shapes become
+# classes 0..3. `python tools/misc/run_demo.py --task seg` runs it end to end.
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
     'mmseg::_base_/datasets/ade20k.py',
@@ -17,7 +20,7 @@ metainfo = dict(
     palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75), (255, 200, 0)])
 num_classes = 4
 image_size = 128
-max_iters = 300
+max_iters = 1400
 embed_dims = [32, 64, 128, 256]
 norm_cfg = dict(type='BN', requires_grad=True)
 
@@ -37,12 +40,14 @@ model = dict(
         in_channels=embed_dims,
         channels=64,
         num_classes=num_classes,
-        norm_cfg=norm_cfg),
+        norm_cfg=norm_cfg,
+        loss_decode=dict(avg_non_ignore=True)),
     auxiliary_head=dict(
         in_channels=embed_dims[2],
         channels=32,
         num_classes=num_classes,
-        norm_cfg=norm_cfg))
+        norm_cfg=norm_cfg,
+        loss_decode=dict(avg_non_ignore=True)))
 
 data_root = '{{fileDirname}}/../../demo_data/ade/'
 train_pipeline = [
@@ -91,7 +96,7 @@ optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
     optimizer=dict(
-        type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
+        type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.05),
     clip_grad=dict(max_norm=10.))
 param_scheduler = [
     dict(
@@ -105,9 +110,9 @@ param_scheduler = [
         eta_min=1e-5)
 ]
 default_hooks = dict(
-    logger=dict(interval=20),
-    checkpoint=dict(interval=100, max_keep_ckpts=2),
+    logger=dict(interval=50),
+    checkpoint=dict(interval=700, max_keep_ckpts=2),
     visualization=dict(draw=False))
-log_processor = dict(window_size=20)
+log_processor = dict(window_size=50)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 randomness = dict(seed=0)
