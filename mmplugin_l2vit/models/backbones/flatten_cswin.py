@@ -12,7 +12,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from ...registry import MODELS
 from ..converters import FLATTEN_CSWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
-                      check_pos_resize_mode, map_to_tokens, tokens_to_nchw)
+                      check_pos_resize_mode, image_to_channels_last,
+                      map_to_tokens, tokens_to_map, tokens_to_nchw)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -35,7 +36,7 @@ class CSwinStem(nn.Module):
         self.norm = nn.LayerNorm(embed_dims)
 
     def forward(self, x):
-        x = self.conv(x)
+        x = self.conv(image_to_channels_last(x))
         return self.norm(map_to_tokens(x)), (x.shape[-2], x.shape[-1])
 
 
@@ -55,7 +56,7 @@ class MergeBlock(nn.Module):
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, x, hw: HW):
-        x = self.conv(tokens_to_nchw(x, hw))
+        x = self.conv(tokens_to_map(x, hw))
         return self.norm(map_to_tokens(x)), (x.shape[-2], x.shape[-1])
 
 

