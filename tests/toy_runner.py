@@ -1,11 +1,14 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """A tiny classifier on our backbone, trained by an mmengine Runner; shared
 by the runtime tests and runnable as a script under torchrun."""
+import json
+import os.path as osp
 import sys
 
 import torch
 import torch.nn as nn
 from conftest import SMALL_ARCH
+from mmengine.dist import get_rank
 from mmengine.evaluator import BaseMetric
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -99,4 +102,9 @@ if __name__ == '__main__':
     runner = build_runner(sys.argv[1], 2, num_images=5, name='dist',
                           launcher='pytorch')
     runner.train()
-    print('METRICS', runner.val())
+    metrics = runner.val()
+    # One file per rank: lines printed by two processes into one pipe can
+    # interleave.
+    with open(osp.join(sys.argv[1], f'metrics_rank{get_rank()}.json'),
+              'w') as f:
+        json.dump(metrics, f)

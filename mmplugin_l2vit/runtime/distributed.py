@@ -6,8 +6,14 @@
 in ``DistributedDataParallel`` with ``device_ids=[LOCAL_RANK]``, which DDP
 rejects for a CPU module. Without CUDA the patched initialiser uses gloo
 (an ``nccl`` request is switched, with a warning) and skips the device
-call; DDP gets no ``device_ids`` for CPU modules. GPU runs are unchanged.
+call; DDP gets no ``device_ids`` for CPU modules.
+
+On every host, the process group is also destroyed at exit: torch 2.13
+otherwise tears gloo's worker threads down during interpreter shutdown,
+which now and then aborts a finished rank (``terminate called without an
+active exception``, exit code -6) and fails the whole launch.
 """
+import atexit
 import functools
 import logging
 import os
@@ -15,6 +21,11 @@ import os
 import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
+
+
+def _destroy_process_group():
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
 
 
 def _patch_init_dist():
@@ -25,6 +36,7 @@ def _patch_init_dist():
 
     @functools.wraps(original)
     def init_dist_pytorch(backend, init_backend='torch', **kwargs):
+        atexit.register(_destroy_process_group)
         if torch.cuda.is_available() or init_backend != 'torch':
             return original(backend, init_backend, **kwargs)
         if backend == 'nccl':
@@ -59,6 +71,6 @@ def _patch_ddp_device_ids():
 
 
 def allow_cpu_distributed() -> None:
-    """Apply both fixes; safe to call more than once."""
+    """Apply the fixes; safe to call more than once."""
     _patch_init_dist()
     _patch_ddp_device_ids()
