@@ -8,7 +8,7 @@ import torch.nn as nn
 from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
-from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
+from mmplugin_l2vit.models.layers import embeddings, linear_attention
 from mmplugin_l2vit.models.layers.tokens import adds_in_place
 
 
@@ -26,8 +26,11 @@ def randomised(type_name):
 @pytest.mark.parametrize('type_name', sorted(ARCHS))
 def test_in_place_inference_matches_whole_map(type_name, monkeypatch):
     # Small chunks: several per map, the last one partial.
-    for module in (tokens, embeddings, linear_attention):
-        monkeypatch.setattr(module, 'CHUNK_ELEMENTS', 3000)
+    monkeypatch.setattr(embeddings, 'MLP_CHUNK_ELEMENTS', 3000)
+    monkeypatch.setattr(embeddings, 'MLP_MIN_CHUNK_TOKENS', 1)
+    for name in ('LINEAR_ATTENTION_CHUNK_ELEMENTS',
+                 'FOCUSED_ATTENTION_CHUNK_ELEMENTS'):
+        monkeypatch.setattr(linear_attention, name, 3000)
     model = randomised(type_name)
     # Padding everywhere, two images (the sums are per image).
     x = torch.randn(2, 3, 69, 83, dtype=torch.float64)

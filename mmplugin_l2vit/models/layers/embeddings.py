@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import (CHUNK_ELEMENTS, HW, adds_in_place, map_to_tokens,
-                     tokens_to_map)
+from .tokens import (HW, MLP_CHUNK_ELEMENTS, MLP_MIN_CHUNK_TOKENS,
+                     adds_in_place, map_to_tokens, tokens_to_map)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -138,7 +138,8 @@ def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
     if not adds_in_place(x, drop_path, norm, mlp):
         return x + drop_path(mlp(norm(x)))
     tokens = x.view(-1, x.shape[-1])
-    chunk = max(1, CHUNK_ELEMENTS // mlp.fc1.out_features)
+    chunk = max(MLP_MIN_CHUNK_TOKENS,
+                MLP_CHUNK_ELEMENTS // mlp.fc1.out_features)
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start:start + chunk]
         part += mlp(norm(part))

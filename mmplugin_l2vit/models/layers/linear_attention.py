@@ -29,8 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import (CHUNK_ELEMENTS, HW, adds_in_place, map_to_tokens,
-                     tokens_to_map)
+from .tokens import (FOCUSED_ATTENTION_CHUNK_ELEMENTS, HW,
+                     LINEAR_ATTENTION_CHUNK_ELEMENTS, adds_in_place,
+                     map_to_tokens, tokens_to_map)
 
 
 def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
@@ -160,7 +161,7 @@ class ReLULinearAttention(nn.Module):
         heads, head_dims = self.num_heads, self.head_dims
         q_weight, kv_weight = self.qkv.weight.split([channels, 2 * channels])
         q_bias, kv_bias = self.qkv.bias.split([channels, 2 * channels])
-        chunk = max(1, CHUNK_ELEMENTS // (2 * channels))
+        chunk = max(1, LINEAR_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
         for tokens in x:  # one image at a time
             parts = tokens.split(chunk)
             kv = x.new_zeros(heads, head_dims, head_dims)
@@ -344,7 +345,7 @@ class FocusedLinearAttention(nn.Module):
         heads, head_dims = self.num_heads, self.head_dims
         pos = resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
                                self.pos_resize_mode)[0]
-        chunk = max(1, CHUNK_ELEMENTS // (2 * channels))
+        chunk = max(1, FOCUSED_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
         for tokens in x:  # one image at a time
             kv = x.new_zeros(heads, head_dims, head_dims)
             key_sum = x.new_zeros(heads, head_dims, 1)
