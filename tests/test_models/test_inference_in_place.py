@@ -5,11 +5,12 @@ whole-map computation of training, and the caller's input untouched."""
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
-from mmplugin_l2vit.models.layers import embeddings, linear_attention
-from mmplugin_l2vit.models.layers.tokens import adds_in_place
+from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
+from mmplugin_l2vit.models.layers.tokens import adds_in_place, inference_linear
 
 
 def randomised(type_name):
@@ -65,3 +66,39 @@ def test_forward_hooks_see_the_whole_map_calls():
     with torch.no_grad():
         model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
     assert calls == [torch.Size([1, 256, 32])]
+
+
+@pytest.mark.parametrize('gelu', [False, True])
+def test_inference_linear_matches_linear(gelu):
+    weight, bias = torch.randn(3 * 40, 24), torch.randn(3 * 40)
+    # A non-contiguous 4-D input and a row slice of a fused weight, as in
+    # the window and LGA attentions.
+    x = torch.randn(2, 9, 14, 24)[:, :7, 1:12]
+    q_weight = weight.split([40, 80])[1]
+    q_bias = bias.split([40, 80])[1]
+    expected = F.linear(x, q_weight, q_bias)
+    expected = F.gelu(expected) if gelu else expected
+    out = inference_linear(x, q_weight, q_bias, gelu=gelu)
+    assert out.shape == (2, 7, 11, 80)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    # float64 has no oneDNN kernel: the aten ops, exactly.
+    x, q_weight, q_bias = x.double(), q_weight.double(), q_bias.double()
+    expected = F.linear(x, q_weight, q_bias)
+    expected = F.gelu(expected) if gelu else expected
+    assert torch.equal(inference_linear(x, q_weight, q_bias, gelu), expected)
+
+
+def test_onednn_linear_is_used_where_available():
+    assert tokens.ONEDNN_LINEAR == torch.backends.mkldnn.is_available()
+
+
+@pytest.mark.parametrize('type_name', sorted(ARCHS))
+def test_onednn_inference_matches_aten_in_float32(type_name, monkeypatch):
+    model = randomised(type_name).float()
+    x = torch.randn(1, 3, 69, 83)
+    with torch.no_grad():
+        fused = model(x)
+        monkeypatch.setattr(tokens, 'ONEDNN_LINEAR', False)
+        plain = model(x)
+    for out, ref in zip(fused, plain):
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)

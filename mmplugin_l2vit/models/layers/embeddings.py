@@ -6,7 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .tokens import (HW, MLP_CHUNK_ELEMENTS, MLP_MIN_CHUNK_TOKENS,
-                     adds_in_place, map_to_tokens, tokens_to_map)
+                     adds_in_place, inference_linear, map_to_tokens,
+                     tokens_to_map)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -142,5 +143,7 @@ def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
                 MLP_CHUNK_ELEMENTS // mlp.fc1.out_features)
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start:start + chunk]
-        part += mlp(norm(part))
+        hidden = inference_linear(
+            norm(part), mlp.fc1.weight, mlp.fc1.bias, gelu=True)
+        part += inference_linear(hidden, mlp.fc2.weight, mlp.fc2.bias)
     return x

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .tokens import (FOCUSED_ATTENTION_CHUNK_ELEMENTS, HW,
                      LINEAR_ATTENTION_CHUNK_ELEMENTS, adds_in_place,
-                     map_to_tokens, tokens_to_map)
+                     inference_linear, map_to_tokens, tokens_to_map)
 
 
 def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
@@ -167,20 +167,20 @@ class ReLULinearAttention(nn.Module):
             kv = x.new_zeros(heads, head_dims, head_dims)
             key_sum = x.new_zeros(heads, head_dims, 1)
             for part in parts:
-                k, v = F.linear(norm(part), kv_weight,
-                                kv_bias).view(-1, 2, heads,
-                                              head_dims).permute(1, 2, 0, 3)
+                k, v = inference_linear(norm(part), kv_weight, kv_bias).view(
+                    -1, 2, heads, head_dims).permute(1, 2, 0, 3)
                 k = k.relu()
                 kv += k.transpose(-2, -1) @ v
                 key_sum += k.sum(dim=-2).unsqueeze(-1)
             kv *= self.temperature
             for part in parts:
-                q = F.linear(norm(part), q_weight,
-                             q_bias).view(-1, heads,
-                                          head_dims).transpose(0, 1).relu()
+                q = inference_linear(norm(part), q_weight, q_bias).view(
+                    -1, heads, head_dims).transpose(0, 1).relu()
                 out = (q @ kv) / torch.clamp(
                     q @ key_sum, min=self.denominator_floor)
-                part += self.proj(out.transpose(0, 1).reshape(-1, channels))
+                part += inference_linear(
+                    out.transpose(0, 1).reshape(-1, channels),
+                    self.proj.weight, self.proj.bias)
         return x
 
 
@@ -374,5 +374,7 @@ class FocusedLinearAttention(nn.Module):
                                                head_dims).transpose(0, 1)
                 out = q @ kv * (1 / (q @ key_mean + 1e-6))
                 out = out + local[:, start:start + chunk]
-                part += self.proj(out.transpose(0, 1).reshape(-1, channels))
+                part += inference_linear(
+                    out.transpose(0, 1).reshape(-1, channels),
+                    self.proj.weight, self.proj.bias)
         return x

@@ -5,10 +5,11 @@ Tokens are ``(B, N, C)`` with ``N = H * W`` in row-major order. The map view
 of a contiguous token tensor is a channels-last ``(B, C, H, W)`` tensor that
 shares its memory, so convolutions on it need no copy.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 HW = Tuple[int, int]
 
@@ -48,6 +49,40 @@ def adds_in_place(x: torch.Tensor, drop_path: nn.Module, *branch:
                 or nn.modules.module._global_forward_hooks
                 or nn.modules.module._global_forward_pre_hooks
                 or any(_hooked(module) for module in branch))
+
+
+def _onednn_linear_available() -> bool:
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._linear_pointwise is not None)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+ONEDNN_LINEAR = _onednn_linear_available()
+
+
+def inference_linear(x: torch.Tensor,
+                     weight: torch.Tensor,
+                     bias: Optional[torch.Tensor] = None,
+                     gelu: bool = False) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, then the exact GELU with ``gelu``, for
+    the in-place inference paths only (where :func:`adds_in_place` holds:
+    no autograd, hooks or autocast to respect).
+
+    On the CPU in float32 it is one oneDNN call with the bias and the GELU
+    in the GEMM's epilogue (the kernel inductor uses): aten's ``addmm``
+    first copies the bias into the output, and the GELU is another pass
+    over it. Same float32 arithmetic up to rounding (whole backbones agree
+    to ~1e-6 relative); 10-30% faster GEMMs for the backbones' shapes.
+    """
+    if (ONEDNN_LINEAR and x.device.type == 'cpu'
+            and x.dtype == weight.dtype == torch.float32):
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias,
+                                                  'gelu' if gelu else 'none',
+                                                  [], 'none' if gelu else '')
+    out = F.linear(x, weight, bias)
+    return F.gelu(out) if gelu else out
 
 
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, adds_in_place
+from .tokens import HW, adds_in_place, inference_linear
 
 
 def window_partition(x, window_size: int):
@@ -57,7 +57,12 @@ class UnmaskedWindowAttention(nn.Module):
         out = out.transpose(1, 2).reshape(num_windows, num_tokens, channels)
         return self.proj(out)
 
-    def attend_in_windows(self, x, hw: HW, shift: int = 0, attn_mask=None):
+    def attend_in_windows(self,
+                          x,
+                          hw: HW,
+                          shift: int = 0,
+                          attn_mask=None,
+                          in_place_inference: bool = False):
         """Attend within the windows of a ``(B, H*W, C)`` token map.
 
         The map is zero-padded on the right and bottom to window multiples
@@ -67,8 +72,16 @@ class UnmaskedWindowAttention(nn.Module):
         token's q, k, v are the biases, as if it were projected inside its
         window) and ``proj`` on the cropped map: one copy cuts the
         projected map into per-head windows and one puts the heads back,
-        instead of a copy around every step.
+        instead of a copy around every step. ``in_place_inference`` (set
+        by :meth:`add_branch`) runs both with
+        :func:`~.tokens.inference_linear`.
         """
+
+        def linear(tokens, layer):
+            if in_place_inference:
+                return inference_linear(tokens, layer.weight, layer.bias)
+            return layer(tokens)
+
         batch, num_tokens, channels = x.shape
         height, width = hw
         size, heads = self.window_size, self.num_heads
@@ -79,8 +92,8 @@ class UnmaskedWindowAttention(nn.Module):
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
         rows, cols = (height + pad_h) // size, (width + pad_w) // size
-        qkv = self.qkv(x).view(batch, rows, size, cols, size, 3, heads,
-                               self.head_dims)
+        qkv = linear(x, self.qkv).view(batch, rows, size, cols, size, 3, heads,
+                                       self.head_dims)
         # -> (3, windows, heads, window tokens, head_dims), windows in the
         # order of window_partition.
         q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
@@ -94,7 +107,7 @@ class UnmaskedWindowAttention(nn.Module):
             out = torch.roll(out, (shift, shift), dims=(1, 2))
         if pad_h or pad_w:
             out = out[:, :height, :width]
-        return self.proj(out).reshape(batch, num_tokens, channels)
+        return linear(out, self.proj).reshape(batch, num_tokens, channels)
 
     def forward(self, x, hw: HW):
         return self.attend_in_windows(x, hw)
@@ -116,8 +129,9 @@ class UnmaskedWindowAttention(nn.Module):
             band = grid[:, top:top + self.window_size]
             rows = band.shape[1]
             normed = norm(band).view(batch, rows * width, channels)
-            band += self.attend_in_windows(normed,
-                                           (rows, width)).view(band.shape)
+            band += self.attend_in_windows(
+                normed, (rows, width),
+                in_place_inference=True).view(band.shape)
         return x
 
 
