@@ -31,8 +31,12 @@ MODELS = {
 def row(model, size, latency, memory, **variant):
     return dict(
         dict(mode='infer', dtype='fp32', compile=False, with_cp=False),
-        model=model, size=list(size), status='ok', latency_ms=latency,
-        peak_mem_mb=memory, **variant)
+        model=model,
+        size=list(size),
+        status='ok',
+        latency_ms=latency,
+        peak_mem_mb=memory,
+        **variant)
 
 
 def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
@@ -41,17 +45,20 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
     prefix = tmp_path / 'out' / 'bench'
     benchmark.main([
         '--models', 'tiny-l2vit', 'broken', '--extra-models',
-        str(extra), '--sizes', '64', '64x96', '--mode', 'train',
-        '--with-cp', 'both', '--threads', '1', '--warmup', '1',
-        '--repeats', '2', '--out', str(prefix)
+        str(extra), '--sizes', '64', '64x96', '--mode', 'train', '--with-cp',
+        'both', '--threads', '1', '--warmup', '1', '--repeats', '2', '--out',
+        str(prefix)
     ])
     results = json.loads((tmp_path / 'out' / 'bench.json').read_text())
-    assert [(r['model'], r['size'], r['with_cp']) for r in results] == [
-        ('tiny-l2vit', [64, 64], False), ('tiny-l2vit', [64, 64], True),
-        ('broken', [64, 64], False), ('broken', [64, 64], True),
-        ('tiny-l2vit', [64, 96], False), ('tiny-l2vit', [64, 96], True),
-        ('broken', [64, 96], False), ('broken', [64, 96], True)
-    ]
+    assert [(r['model'], r['size'], r['with_cp'])
+            for r in results] == [('tiny-l2vit', [64, 64], False),
+                                  ('tiny-l2vit', [64, 64], True),
+                                  ('broken', [64, 64], False),
+                                  ('broken', [64, 64], True),
+                                  ('tiny-l2vit', [64, 96], False),
+                                  ('tiny-l2vit', [64, 96], True),
+                                  ('broken', [64, 96], False),
+                                  ('broken', [64, 96], True)]
     for r in results:
         if r['model'] == 'broken':
             assert r['status'].startswith('failed: ')
@@ -63,8 +70,8 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
         assert r['gemm_gflops'] > 0
         # Forward + backward: about three times the forward MACs.
         assert 0.01 < r['gmacs'] < 1
-        assert r['gflops'] == pytest.approx(
-            2 * r['gmacs'] / (r['latency_ms'] / 1e3))
+        assert r['gflops'] == pytest.approx(2 * r['gmacs'] /
+                                            (r['latency_ms'] / 1e3))
     # Checkpointing recomputes the forward: more MACs, same model.
     plain, checkpointed = results[0]['gmacs'], results[1]['gmacs']
     assert checkpointed > plain * 1.1
@@ -103,17 +110,66 @@ def test_scaling_ratios_follow_pixels_within_each_variant():
                round(time_ratio, 3), round(memory, 3)) for small, large,
               pixels, time_ratio, memory in benchmark.scaling_ratios(results)]
     assert ratios == [
-        ([512, 768], [1024, 1024], round(1024 / 768 * 2, 3),
-         round(200 / 150, 3), 1.25),
+        ([512, 768], [1024, 1024], round(1024 / 768 * 2,
+                                         3), round(200 / 150, 3), 1.25),
         ([1024, 1024], [2048, 2048], 4.0, 4.5, 4.3),
     ]
 
 
+def test_median_round_takes_the_middle_latency_and_best_gemm_rate():
+
+    def run(latency, gemm):
+        return dict(
+            status='ok',
+            latency_ms=latency,
+            gflops=2e3 / latency,
+            gemm_gflops=gemm)
+
+    failed = dict(status='failed: out of memory or killed (rc -9)')
+    merged = benchmark.median_round(
+        [run(30., 100.), failed,
+         run(10., 90.), run(20., 120.)])
+    assert merged['latency_ms'] == 20.
+    assert merged['round_latencies_ms'] == [30., 10., 20.]
+    assert merged['gemm_gflops'] == 120.
+    assert merged['gemm_fraction'] == pytest.approx(100 / 120)
+    assert benchmark.median_round([failed, failed]) is failed
+
+
+def test_rounds_take_turns_and_report_one_row(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_measure(spec, timeout):
+        calls.append(spec['model'])
+        latency = 10. * len(calls)
+        return dict(
+            spec,
+            status='ok',
+            latency_ms=latency,
+            peak_mem_mb=1.,
+            gmacs=1.,
+            gflops=2e3 / latency,
+            gemm_gflops=100.,
+            gemm_fraction=2e3 / latency / 100.)
+
+    monkeypatch.setattr(benchmark, 'measure', fake_measure)
+    benchmark.main([
+        '--models', 'l2vit-t', 'swin-t', '--sizes', '224', '--rounds', '3',
+        '--out',
+        str(tmp_path / 'bench')
+    ])
+    assert calls == ['l2vit-t', 'swin-t'] * 3
+    results = json.loads((tmp_path / 'bench.json').read_text())
+    assert [(r['model'], r['latency_ms'])
+            for r in results] == [('l2vit-t', 30.), ('swin-t', 40.)]
+
+
 @pytest.mark.parametrize('argv,message', [
     (['--models', 'no-such-model'], "unknown models ['no-such-model']"),
-    (['--models', 'l2vit-t', '--baseline', 'swin-t'],
-     '--baseline swin-t is not one of --models'),
+    (['--models', 'l2vit-t', '--baseline', 'swin-t'
+      ], '--baseline swin-t is not one of --models'),
     (['--sizes', '224xabc'], "bad size '224xabc'"),
+    (['--rounds', '0'], '--rounds must be at least 1, got 0'),
 ])
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):

@@ -11,9 +11,11 @@ Each (model, size) runs in its own process, so a crash or an out-of-memory
 case is reported in the table instead of ending the sweep. Models are
 interleaved size by size and the GEMM rate is measured by every worker, so
 ratios between rows of one sweep are comparable even on a shared machine;
-absolute times are not. After the table come the ratios a user compares:
-each model against ``--baseline`` at the same size, and each model's time
-and memory between consecutive sizes against the ratio of their pixels.
+absolute times are not. Where the load drifts, ``--rounds N`` runs every
+worker N times, the models taking turns, and reports the median round.
+After the table come the ratios a user compares: each model against
+``--baseline`` at the same size, and each model's time and memory between
+consecutive sizes against the ratio of their pixels.
 
 ``--extra-models FILE.py`` adds presets: the file defines a dict
 ``MODELS = {name: (registry type, kwargs)}`` and registers any type it
@@ -241,6 +243,20 @@ def measure(spec, timeout):
     return dict(spec, status=f'failed: {tail[:120]}')
 
 
+def median_round(runs):
+    """One result from several rounds of a worker: the median latency
+    (the upper one of an even count), with the GEMM rate of the fastest
+    round; the first failure if no round succeeded."""
+    ok = [r for r in runs if r['status'] == 'ok']
+    if not ok:
+        return runs[0]
+    result = dict(sorted(ok, key=lambda r: r['latency_ms'])[len(ok) // 2])
+    result['round_latencies_ms'] = [r['latency_ms'] for r in ok]
+    result['gemm_gflops'] = max(r['gemm_gflops'] for r in ok)
+    result['gemm_fraction'] = result['gflops'] / result['gemm_gflops']
+    return result
+
+
 HEADER = (f'{"model":<18}{"size":>10}{"mode":>10}{"dtype":>6}'
           f'{"compile":>8}{"cp":>6}{"latency ms":>12}{"peak MB":>10}'
           f'{"GMACs":>9}{"GFLOP/s":>9}{"% GEMM":>8}')
@@ -413,6 +429,14 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument(
+        '--rounds',
+        type=int,
+        default=1,
+        help='run every (model, size) worker this many times, the models '
+        'taking turns, and report the median round: on a machine whose '
+        'load drifts, each model sees the same mix of slow and fast '
+        'periods')
+    parser.add_argument(
         '--timeout', type=int, default=900, help='seconds per (model, size)')
     parser.add_argument(
         '--out', help='prefix for the .json, .md and .png '
@@ -427,6 +451,8 @@ def parse_args(argv=None):
     if unknown:
         parser.error(f'unknown models {unknown}; presets: '
                      f'{", ".join(sorted(MODELS))}')
+    if args.rounds < 1:
+        parser.error(f'--rounds must be at least 1, got {args.rounds}')
     if args.baseline and args.baseline not in args.models:
         parser.error(f'--baseline {args.baseline} is not one of --models')
     for text in args.sizes:
@@ -448,24 +474,35 @@ def main(argv=None):
     # Size by size, so that the models compared at one size run close in
     # time, under the same load.
     for text in args.sizes:
-        for name in args.models:
-            for with_cp in cp_options[args.with_cp]:
-                for compiled in [False, True] if args.compile else [False]:
-                    spec = dict(
-                        model=name,
-                        size=parse_size(text),
-                        mode=args.mode,
-                        dtype=args.dtype,
-                        device=args.device,
-                        compile=compiled,
-                        with_cp=with_cp,
-                        threads=args.threads,
-                        warmup=args.warmup,
-                        repeats=args.repeats,
-                        extra_models=args.extra_models
-                        and osp.abspath(args.extra_models))
-                    results.append(measure(spec, args.timeout))
-                    print(format_row(results[-1]), flush=True)
+        specs = [
+            dict(
+                model=name,
+                size=parse_size(text),
+                mode=args.mode,
+                dtype=args.dtype,
+                device=args.device,
+                compile=compiled,
+                with_cp=with_cp,
+                threads=args.threads,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                extra_models=args.extra_models
+                and osp.abspath(args.extra_models)) for name in args.models
+            for with_cp in cp_options[args.with_cp]
+            for compiled in ([False, True] if args.compile else [False])
+        ]
+        runs = [[] for _ in specs]
+        for _ in range(args.rounds):
+            for spec, spec_runs in zip(specs, runs):
+                spec_runs.append(measure(spec, args.timeout))
+                if args.rounds == 1:
+                    print(format_row(spec_runs[-1]), flush=True)
+        if args.rounds > 1:
+            for spec_runs in runs:
+                results.append(median_round(spec_runs))
+                print(format_row(results[-1]), flush=True)
+        else:
+            results.extend(spec_runs[0] for spec_runs in runs)
     print()
     print_table(results)
     summary = summary_lines(results, args.baseline)
