@@ -10,6 +10,7 @@ from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
+from mmplugin_l2vit.models.layers.embeddings import Mlp, add_mlp_branch
 from mmplugin_l2vit.models.layers.tokens import adds_in_place, inference_linear
 
 
@@ -102,3 +103,23 @@ def test_onednn_inference_matches_aten_in_float32(type_name, monkeypatch):
         plain = model(x)
     for out, ref in zip(fused, plain):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_mlp_branch_in_place_under_bf16_autocast():
+    torch.manual_seed(0)
+    norm, mlp = nn.LayerNorm(32), Mlp(32, 128)
+    drop_path = nn.Identity().eval()
+    x = torch.randn(2, 50, 32)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        expected = add_mlp_branch(x, norm, mlp, drop_path)  # autograd on
+        with torch.no_grad():
+            assert adds_in_place(x, drop_path, norm, mlp, under_autocast=True)
+            assert not adds_in_place(x, drop_path, norm, mlp)
+            tokens = x.clone()
+            out = add_mlp_branch(tokens, norm, mlp, drop_path)
+    assert expected.data_ptr() != x.data_ptr()
+    assert out.data_ptr() == tokens.data_ptr()  # added in place
+    assert out.dtype == torch.float32
+    # Both products in bfloat16: equal up to its rounding.
+    torch.testing.assert_close(out, expected.detach(), rtol=2e-2, atol=2e-2)
+    assert not torch.equal(out, x + mlp(norm(x)).detach())

@@ -136,7 +136,7 @@ def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
     time and the wide hidden layer never exists for the whole map. The
     result is the same up to float rounding of the smaller matrix products.
     """
-    if not adds_in_place(x, drop_path, norm, mlp):
+    if not adds_in_place(x, drop_path, norm, mlp, under_autocast=True):
         return x + drop_path(mlp(norm(x)))
     tokens = x.view(-1, x.shape[-1])
     chunk = max(MLP_MIN_CHUNK_TOKENS,

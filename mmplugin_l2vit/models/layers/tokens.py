@@ -35,17 +35,21 @@ def _hooked(module: nn.Module) -> bool:
                for m in module.modules())
 
 
-def adds_in_place(x: torch.Tensor, drop_path: nn.Module, *branch:
-                  nn.Module) -> bool:
+def adds_in_place(x: torch.Tensor,
+                  drop_path: nn.Module,
+                  *branch: nn.Module,
+                  under_autocast: bool = False) -> bool:
     """Whether a residual branch ``x + drop_path(f(x))`` made of the
     modules ``branch`` may be added into ``x`` in place, chunk by chunk:
-    only in eager inference (autograd and autocast off, stochastic depth in
-    eval mode; a compiled graph plans its own memory), on a contiguous
-    ``x`` the caller owns, and with no forward hook on the branch (hooks
-    expect the whole-map calls)."""
-    return not (torch.is_grad_enabled() or drop_path.training
-                or torch.is_autocast_enabled(x.device.type)
-                or torch.compiler.is_compiling() or not x.is_contiguous()
+    only in eager inference (autograd off, stochastic depth in eval mode; a
+    compiled graph plans its own memory), with autocast off unless the
+    branch handles it (``under_autocast``), on a contiguous ``x`` the
+    caller owns, and with no forward hook on the branch (hooks expect the
+    whole-map calls)."""
+    return not (torch.is_grad_enabled() or drop_path.training or
+                (torch.is_autocast_enabled(x.device.type)
+                 and not under_autocast) or torch.compiler.is_compiling()
+                or not x.is_contiguous()
                 or nn.modules.module._global_forward_hooks
                 or nn.modules.module._global_forward_pre_hooks
                 or any(_hooked(module) for module in branch))
@@ -68,19 +72,26 @@ def inference_linear(x: torch.Tensor,
                      gelu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, then the exact GELU with ``gelu``, for
     the in-place inference paths only (where :func:`adds_in_place` holds:
-    no autograd, hooks or autocast to respect).
+    no autograd or hooks to respect).
 
-    On the CPU in float32 it is one oneDNN call with the bias and the GELU
-    in the GEMM's epilogue (the kernel inductor uses): aten's ``addmm``
-    first copies the bias into the output, and the GELU is another pass
-    over it. Same float32 arithmetic up to rounding (whole backbones agree
-    to ~1e-6 relative); 10-30% faster GEMMs for the backbones' shapes.
+    On the CPU in float32, or in bfloat16 under autocast, it is one oneDNN
+    call with the bias and the GELU in the GEMM's epilogue (the kernel
+    inductor uses): aten's ``addmm`` first copies the bias into the
+    output, and the GELU is another pass over it (a slow one in bfloat16
+    on CPUs without bfloat16 element-wise units). Same arithmetic up to
+    rounding (float32: whole backbones agree to ~1e-6 relative); 10-30%
+    faster GEMMs for the backbones' shapes.
     """
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
     if (ONEDNN_LINEAR and x.device.type == 'cpu'
+            and dtype in (torch.float32, torch.bfloat16)
             and x.dtype == weight.dtype == torch.float32):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias,
-                                                  'gelu' if gelu else 'none',
-                                                  [], 'none' if gelu else '')
+        return torch.ops.mkldnn._linear_pointwise(
+            x.to(dtype), weight.to(dtype),
+            None if bias is None else bias.to(dtype),
+            'gelu' if gelu else 'none', [], 'none' if gelu else '')
     out = F.linear(x, weight, bias)
     return F.gelu(out) if gelu else out
 
