@@ -133,8 +133,10 @@ def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
 
     The branch acts on each token alone, so in inference (see
     :func:`adds_in_place`) it is added into ``x`` a chunk of tokens at a
-    time and the wide hidden layer never exists for the whole map. The
-    result is the same up to float rounding of the smaller matrix products.
+    time and the wide hidden layer never exists for the whole map; also
+    under autocast, where the chunks' products run in its dtype as they
+    would on the whole map. The result is the same up to float rounding of
+    the smaller matrix products.
     """
     if not adds_in_place(x, drop_path, norm, mlp, under_autocast=True):
         return x + drop_path(mlp(norm(x)))
