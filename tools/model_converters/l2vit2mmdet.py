@@ -12,12 +12,14 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+sys.path.insert(0,
+                osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
+# isort: off
 import mmplugin_l2vit  # noqa: E402,F401  (allow-lists checkpoint classes)
-from mmplugin_l2vit.models.converters import (L2VIT_CONVERTER,  # noqa: E402
-                                              convert_checkpoint_file)
+from mmplugin_l2vit.models.converters import (  # noqa: E402
+    L2VIT_CONVERTER, convert_checkpoint_file)
+# isort: on
 
 
 def parse_args(argv=None):
@@ -26,10 +28,12 @@ def parse_args(argv=None):
     parser.add_argument('src', help='official checkpoint (.pth)')
     parser.add_argument('dst', help='where to write the converted weights')
     parser.add_argument(
-        '--ema', action='store_true',
+        '--ema',
+        action='store_true',
         help='convert model_ema instead of model')
     parser.add_argument(
-        '--mmpretrain', action='store_true',
+        '--mmpretrain',
+        action='store_true',
         help='write a whole mmpretrain ImageClassifier state dict '
         '(backbone.* and head.fc.*)')
     return parser.parse_args(argv)
