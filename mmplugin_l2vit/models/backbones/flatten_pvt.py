@@ -50,15 +50,12 @@ class PVTFocusedAttention(FocusedLinearAttention):
         self.kv = nn.Linear(embed_dims, embed_dims * 2)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def project_q(self, x):
-        return self.q(x)
-
-    def project_kv(self, x):
-        return self.kv(x).chunk(2, dim=-1)
+    def projections(self):
+        return (self.q.weight, self.q.bias), (self.kv.weight, self.kv.bias)
 
     def forward(self, x, hw: HW):
-        return self.proj(
-            self.attend(self.project_q(x), *self.project_kv(x), hw))
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.proj(self.attend(self.q(x), k, v, hw))
 
 
 class ConvMlp(Mlp):

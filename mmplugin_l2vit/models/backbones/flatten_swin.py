@@ -13,7 +13,7 @@ from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
                       check_pos_resize_mode, image_to_channels_last,
-                      map_to_tokens)
+                      map_to_tokens, split_qkv_projection)
 from ..layers.tokens import HW
 from ..layers.window_attention import ShiftedWindowAttention
 from .base import HierarchicalBackbone, Stage
@@ -49,19 +49,10 @@ class SwinFocusedAttention(FocusedLinearAttention):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def project_q(self, x):
-        channels = x.shape[-1]
-        return F.linear(x, self.qkv.weight[:channels],
-                        self.qkv.bias[:channels])
-
-    def project_kv(self, x):
-        channels = x.shape[-1]
-        return F.linear(x, self.qkv.weight[channels:],
-                        self.qkv.bias[channels:]).chunk(
-                            2, dim=-1)
+    def projections(self):
+        return split_qkv_projection(self.qkv)
 
     def forward(self, x, hw: HW):
-        # One product for q, k and v.
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         return self.proj(self.attend(q, k, v, hw))
 

@@ -6,7 +6,8 @@ from .linear_attention import (POS_RESIZE_MODES, FocusedLinearAttention,
                                LocalConcentrationModule, ReLULinearAttention,
                                check_pos_resize_mode, focused_linear_attention,
                                focusing_function, relu_linear_attention,
-                               resize_pos_embed, square_grid)
+                               resize_pos_embed, split_qkv_projection,
+                               square_grid)
 from .tokens import map_to_tokens, tokens_to_map, tokens_to_nchw
 from .window_attention import UnmaskedWindowAttention, window_partition
 
@@ -16,6 +17,6 @@ __all__ = [
     'FocusedLinearAttention', 'LocalConcentrationModule',
     'check_pos_resize_mode', 'ReLULinearAttention', 'focused_linear_attention',
     'focusing_function', 'relu_linear_attention', 'resize_pos_embed',
-    'square_grid', 'map_to_tokens', 'tokens_to_map', 'tokens_to_nchw',
-    'UnmaskedWindowAttention', 'window_partition'
+    'split_qkv_projection', 'square_grid', 'map_to_tokens', 'tokens_to_map',
+    'tokens_to_nchw', 'UnmaskedWindowAttention', 'window_partition'
 ]

@@ -107,6 +107,16 @@ def focusing_function(x, temperature, focusing_factor: float):
     return (x / x.norm(dim=-1, keepdim=True)) * norm
 
 
+def split_qkv_projection(qkv: nn.Linear):
+    """``((q_weight, q_bias), (kv_weight, kv_bias))``: views of a fused
+    ``C -> 3C`` projection, for passes that need the queries apart from the
+    keys and values."""
+    channels = qkv.in_features
+    q_weight, kv_weight = qkv.weight.split([channels, 2 * channels])
+    q_bias, kv_bias = qkv.bias.split([channels, 2 * channels])
+    return (q_weight, q_bias), (kv_weight, kv_bias)
+
+
 class ReLULinearAttention(nn.Module):
     """Multi-head linear attention with a ReLU feature map (L²ViT's LGA).
 
@@ -159,8 +169,8 @@ class ReLULinearAttention(nn.Module):
             return x + drop_path(self(norm(x)))
         channels = x.shape[-1]
         heads, head_dims = self.num_heads, self.head_dims
-        q_weight, kv_weight = self.qkv.weight.split([channels, 2 * channels])
-        q_bias, kv_bias = self.qkv.bias.split([channels, 2 * channels])
+        (q_weight, q_bias), (kv_weight,
+                             kv_bias) = split_qkv_projection(self.qkv)
         chunk = max(1, LINEAR_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
         for tokens in x:  # one image at a time
             parts = tokens.split(chunk)
@@ -318,19 +328,15 @@ class FocusedLinearAttention(nn.Module):
         dwc = self.dwc(v_map).reshape(batch, channels, num_tokens)
         return out + dwc.transpose(1, 2)
 
-    def project_q(self, x):
-        """Queries ``(..., C)`` of normalised tokens (set by the host)."""
-        raise NotImplementedError
-
-    def project_kv(self, x):
-        """Keys and values ``(..., C)`` of normalised tokens (set by the
-        host)."""
+    def projections(self):
+        """``((q_weight, q_bias), (kv_weight, kv_bias))`` of the host's
+        query and key-value projections, ``kv`` giving ``[k, v]`` along the
+        channels (set by the host)."""
         raise NotImplementedError
 
     def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
         """``x + drop_path(self(norm(x), hw))`` for a host attending over
-        the whole ``hw`` map with :meth:`project_q`, :meth:`project_kv` and
-        ``proj``.
+        the whole ``hw`` map with :meth:`projections` and ``proj``.
 
         In inference (see :func:`~.tokens.adds_in_place`) it runs in two
         passes over chunks of tokens, added into ``x`` in place: the first
@@ -345,6 +351,7 @@ class FocusedLinearAttention(nn.Module):
         heads, head_dims = self.num_heads, self.head_dims
         pos = resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
                                self.pos_resize_mode)[0]
+        (q_weight, q_bias), (kv_weight, kv_bias) = self.projections()
         chunk = max(1, FOCUSED_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
         for tokens in x:  # one image at a time
             kv = x.new_zeros(heads, head_dims, head_dims)
@@ -353,7 +360,10 @@ class FocusedLinearAttention(nn.Module):
             # for the depthwise conv.
             values = x.new_empty(heads, num_tokens, head_dims)
             for start in range(0, num_tokens, chunk):
-                k, v = self.project_kv(norm(tokens[start:start + chunk]))
+                k, v = inference_linear(
+                    norm(tokens[start:start + chunk]), kv_weight,
+                    kv_bias).chunk(
+                        2, dim=-1)
                 k = focusing_function(k + pos[start:start + chunk], self.scale,
                                       self.focusing_factor)
                 k = k.view(-1, heads, head_dims).transpose(0, 1)
@@ -369,7 +379,7 @@ class FocusedLinearAttention(nn.Module):
             for start in range(0, num_tokens, chunk):
                 part = tokens[start:start + chunk]
                 q = focusing_function(
-                    self.project_q(norm(part)), self.scale,
+                    inference_linear(norm(part), q_weight, q_bias), self.scale,
                     self.focusing_factor).view(-1, heads,
                                                head_dims).transpose(0, 1)
                 out = q @ kv * (1 / (q @ key_mean + 1e-6))
