@@ -12,6 +12,8 @@ import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
 from mmplugin_l2vit.models.layers.embeddings import Mlp, add_mlp_branch
 from mmplugin_l2vit.models.layers.tokens import adds_in_place, inference_linear
+from mmplugin_l2vit.models.layers.window_attention import \
+    ShiftedWindowAttention
 
 
 def randomised(type_name):
@@ -123,3 +125,46 @@ def test_mlp_branch_in_place_under_bf16_autocast():
     # Both products in bfloat16: equal up to its rounding.
     torch.testing.assert_close(out, expected.detach(), rtol=2e-2, atol=2e-2)
     assert not torch.equal(out, x + mlp(norm(x)).detach())
+
+
+@pytest.mark.parametrize('shift_size', [0, 3])
+@pytest.mark.parametrize('hw', [(17, 23), (5, 12), (6, 4)])
+def test_shifted_window_branch_in_place(shift_size, hw):
+    # Maps larger than a window (bands or the whole shifted map, padded)
+    # and one that fits a single window.
+    torch.manual_seed(0)
+    attn = ShiftedWindowAttention(16, 2, 7, shift_size).double().eval()
+    nn.init.normal_(attn.relative_position_bias_table)
+    norm, drop_path = nn.LayerNorm(16).double(), nn.Identity().eval()
+    x = torch.randn(2, hw[0] * hw[1], 16, dtype=torch.float64)
+    expected = attn.add_branch(x, hw, norm, drop_path)  # autograd on
+    with torch.no_grad():
+        tokens = x.clone()
+        out = attn.add_branch(tokens, hw, norm, drop_path)
+    assert out.data_ptr() == tokens.data_ptr()
+    torch.testing.assert_close(out, expected.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_focus_in_place_is_the_focusing_function():
+    x = torch.randn(5, 40, 32) * 3
+    temperature = torch.randn(1, 1, 32)
+    expected = linear_attention.focusing_function(x, temperature, 3)
+    # In a strided view, as in the attention's key-value projections.
+    buffer = torch.cat([x, torch.randn_like(x)], dim=-1)
+    out = linear_attention.focus_in_place(buffer[..., :32],
+                                          F.softplus(temperature)[0, 0], 3)
+    assert out.data_ptr() == buffer.data_ptr()
+    assert torch.equal(out, expected)
+    assert torch.equal(buffer[..., :32], expected)
+
+
+@pytest.mark.parametrize('hw', [(1, 3), (1000, 5)])
+def test_tokens_to_nchw_in_bands(hw, monkeypatch):
+    # 4 tokens a band: one partial band, and many with a partial last one.
+    monkeypatch.setattr(tokens, 'TRANSPOSE_CHUNK_ELEMENTS', 96)
+    x = torch.randn(2, hw[0] * hw[1], 24)
+    expected = x.reshape(2, *hw, 24).permute(0, 3, 1, 2).contiguous()
+    with torch.no_grad():
+        out = tokens.tokens_to_nchw(x, hw)
+    assert out.is_contiguous()
+    assert torch.equal(out, expected)

@@ -107,6 +107,17 @@ def focusing_function(x, temperature, focusing_factor: float):
     return (x / x.norm(dim=-1, keepdim=True)) * norm
 
 
+def focus_in_place(x, softplus_temperature, focusing_factor: float):
+    """:func:`focusing_function` computed in ``x``'s own memory, for the
+    in-place inference paths (no autograd; the same operations in the same
+    order, so bit-identical); ``softplus_temperature`` is
+    ``softplus(temperature)`` with the shape of ``x``'s last dimension."""
+    x.clamp_(min=0).add_(1e-6).div_(softplus_temperature)
+    norm = x.norm(dim=-1, keepdim=True)
+    x.pow_(focusing_factor)
+    return x.div_(x.norm(dim=-1, keepdim=True)).mul_(norm)
+
+
 def split_qkv_projection(qkv: nn.Linear):
     """``((q_weight, q_bias), (kv_weight, kv_bias))``: views of a fused
     ``C -> 3C`` projection, for passes that need the queries apart from the
@@ -343,48 +354,57 @@ class FocusedLinearAttention(nn.Module):
         sums the focused keys and ``kᵀv`` and keeps the values for the
         depthwise convolution, the second focuses the queries and attends.
         Only the values and their convolution exist for the whole map; the
-        sums differ from one product over all tokens by float rounding.
+        focusing function works in the projections' outputs, and the
+        per-head products read and write token-major memory through
+        strided views (no head split or merge copies). The sums differ
+        from one product over all tokens by float rounding.
         """
         if not adds_in_place(x, drop_path, norm, self):
             return x + drop_path(self(norm(x), hw))
         num_tokens, channels = x.shape[1:]
         heads, head_dims = self.num_heads, self.head_dims
+
+        def by_heads(tokens):  # (n, C) -> a (heads, n, d) view
+            return tokens.view(-1, heads, head_dims).transpose(0, 1)
+
         pos = resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
                                self.pos_resize_mode)[0]
         (q_weight, q_bias), (kv_weight, kv_bias) = self.projections()
+        temperature = F.softplus(self.scale).reshape(-1)
+        focusing_factor = self.focusing_factor
         chunk = max(1, FOCUSED_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
+        attended = x.new_empty(min(chunk, num_tokens), channels)
         for tokens in x:  # one image at a time
             kv = x.new_zeros(heads, head_dims, head_dims)
-            key_sum = x.new_zeros(heads, head_dims, 1)
+            key_sum = x.new_zeros(channels)
             # Head-major, so that each head's value map is channels-last
-            # for the depthwise conv.
+            # for the shared depthwise conv.
             values = x.new_empty(heads, num_tokens, head_dims)
             for start in range(0, num_tokens, chunk):
                 k, v = inference_linear(
                     norm(tokens[start:start + chunk]), kv_weight,
                     kv_bias).chunk(
                         2, dim=-1)
-                k = focusing_function(k + pos[start:start + chunk], self.scale,
-                                      self.focusing_factor)
-                k = k.view(-1, heads, head_dims).transpose(0, 1)
-                v = v.view(-1, heads, head_dims).transpose(0, 1)
-                values[:, start:start + chunk] = v
-                kv += (k.transpose(-2, -1) * num_tokens**-0.5) @ (
-                    v * num_tokens**-0.5)
-                key_sum += k.sum(dim=-2).unsqueeze(-1)
-            key_mean = key_sum / num_tokens
-            # The shared depthwise conv runs on each head's value map.
+                k = focus_in_place(
+                    k.add_(pos[start:start + chunk]), temperature,
+                    focusing_factor)
+                values[:, start:start + chunk] = by_heads(v)
+                kv.baddbmm_(by_heads(k).transpose(1, 2), by_heads(v))
+                key_sum += k.sum(dim=0)
+            kv /= num_tokens
+            key_mean = by_heads(key_sum[None]).transpose(1, 2) / num_tokens
             local = map_to_tokens(self.dwc(tokens_to_map(values,
                                                          hw)))  # (heads, N, d)
             for start in range(0, num_tokens, chunk):
                 part = tokens[start:start + chunk]
-                q = focusing_function(
-                    inference_linear(norm(part), q_weight, q_bias), self.scale,
-                    self.focusing_factor).view(-1, heads,
-                                               head_dims).transpose(0, 1)
-                out = q @ kv * (1 / (q @ key_mean + 1e-6))
-                out = out + local[:, start:start + chunk]
-                part += inference_linear(
-                    out.transpose(0, 1).reshape(-1, channels),
-                    self.proj.weight, self.proj.bias)
+                q = by_heads(
+                    focus_in_place(
+                        inference_linear(norm(part), q_weight, q_bias),
+                        temperature, focusing_factor))
+                out = attended[:len(part)]
+                torch.bmm(q, kv, out=by_heads(out))
+                by_heads(out).mul_(
+                    torch.bmm(q, key_mean).add_(1e-6).reciprocal_()).add_(
+                        local[:, start:start + chunk])
+                part += inference_linear(out, self.proj.weight, self.proj.bias)
         return x

@@ -41,21 +41,27 @@ class UnmaskedWindowAttention(nn.Module):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def attend(self, windows, attn_mask=None):
+    def _linear(self, tokens, layer: nn.Linear, in_place_inference: bool):
+        if in_place_inference:
+            return inference_linear(tokens, layer.weight, layer.bias)
+        return layer(tokens)
+
+    def attend(self, windows, attn_mask=None, in_place_inference=False):
         """Attend within ``(num_windows, window_tokens, C)`` windows.
 
         ``attn_mask``, if given, is added to the attention logits and must
         broadcast to ``(num_windows, num_heads, window_tokens,
-        window_tokens)``.
+        window_tokens)``. ``in_place_inference``: see
+        :meth:`attend_in_windows`.
         """
         num_windows, num_tokens, channels = windows.shape
-        qkv = self.qkv(windows).view(num_windows, num_tokens, 3,
-                                     self.num_heads,
-                                     self.head_dims).permute(2, 0, 3, 1, 4)
+        qkv = self._linear(windows, self.qkv, in_place_inference).view(
+            num_windows, num_tokens, 3, self.num_heads,
+            self.head_dims).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(num_windows, num_tokens, channels)
-        return self.proj(out)
+        return self._linear(out, self.proj, in_place_inference)
 
     def attend_in_windows(self,
                           x,
@@ -76,12 +82,6 @@ class UnmaskedWindowAttention(nn.Module):
         by :meth:`add_branch`) runs both with
         :func:`~.tokens.inference_linear`.
         """
-
-        def linear(tokens, layer):
-            if in_place_inference:
-                return inference_linear(tokens, layer.weight, layer.bias)
-            return layer(tokens)
-
         batch, num_tokens, channels = x.shape
         height, width = hw
         size, heads = self.window_size, self.num_heads
@@ -92,8 +92,10 @@ class UnmaskedWindowAttention(nn.Module):
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
         rows, cols = (height + pad_h) // size, (width + pad_w) // size
-        qkv = linear(x, self.qkv).view(batch, rows, size, cols, size, 3, heads,
-                                       self.head_dims)
+        qkv = self._linear(x, self.qkv,
+                           in_place_inference).view(batch, rows, size, cols,
+                                                    size, 3, heads,
+                                                    self.head_dims)
         # -> (3, windows, heads, window tokens, head_dims), windows in the
         # order of window_partition.
         q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
@@ -107,7 +109,8 @@ class UnmaskedWindowAttention(nn.Module):
             out = torch.roll(out, (shift, shift), dims=(1, 2))
         if pad_h or pad_w:
             out = out[:, :height, :width]
-        return linear(out, self.proj).reshape(batch, num_tokens, channels)
+        return self._linear(out, self.proj, in_place_inference).reshape(
+            batch, num_tokens, channels)
 
     def forward(self, x, hw: HW):
         return self.attend_in_windows(x, hw)
@@ -122,6 +125,11 @@ class UnmaskedWindowAttention(nn.Module):
         """
         if not adds_in_place(x, drop_path, norm, self):
             return x + drop_path(self(norm(x), hw))
+        return self._add_by_bands(x, hw, norm)
+
+    def _add_by_bands(self, x, hw: HW, norm: nn.Module, attn_mask=None):
+        """The in-place inference of :meth:`add_branch`, unshifted windows
+        with ``attn_mask`` for every window."""
         batch, _, channels = x.shape
         height, width = hw
         grid = x.view(batch, height, width, channels)
@@ -131,6 +139,7 @@ class UnmaskedWindowAttention(nn.Module):
             normed = norm(band).view(batch, rows * width, channels)
             band += self.attend_in_windows(
                 normed, (rows, width),
+                attn_mask=attn_mask,
                 in_place_inference=True).view(band.shape)
         return x
 
@@ -244,16 +253,30 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         return self.relative_position_bias_table.t()[:, index]
 
     def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
-        """``x + drop_path(self(norm(x), hw))``; shifted windows cross the
-        bands that :meth:`UnmaskedWindowAttention.add_branch` works in."""
-        return x + drop_path(self(norm(x), hw))
+        """``x + drop_path(self(norm(x), hw))``.
 
-    def forward(self, x, hw: HW):
+        In inference (see :func:`~.tokens.adds_in_place`) it is added into
+        ``x`` in place, with the projections through
+        :func:`~.tokens.inference_linear`: band by band as in
+        :class:`UnmaskedWindowAttention` when the windows are not shifted,
+        else for the whole map at once (shifted windows cross the bands).
+        """
+        if not adds_in_place(x, drop_path, norm, self):
+            return x + drop_path(self(norm(x), hw))
+        size = self.window_size
+        if not self.shift_size and max(hw) > size:
+            return self._add_by_bands(
+                x, hw, norm, self.relative_position_bias((size, size)))
+        x += self(norm(x), hw, in_place_inference=True)
+        return x
+
+    def forward(self, x, hw: HW, in_place_inference: bool = False):
         batch = x.shape[0]
         height, width = hw
         size, shift = self.window_size, self.shift_size
         if height <= size and width <= size:
-            return self.attend(x, self.relative_position_bias(hw))
+            return self.attend(x, self.relative_position_bias(hw),
+                               in_place_inference)
         attn_mask = self.relative_position_bias((size, size))
         if shift:
             padded_hw = (height + -height % size, width + -width % size)
@@ -262,4 +285,5 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
             # One (heads, N, N) mask per window of every image.
             attn_mask = (shift_mask.unsqueeze(1) + attn_mask).repeat(
                 batch, 1, 1, 1)
-        return self.attend_in_windows(x, hw, shift, attn_mask)
+        return self.attend_in_windows(x, hw, shift, attn_mask,
+                                      in_place_inference)
