@@ -27,14 +27,17 @@ def randomised(type_name):
     return model.eval()
 
 
+@pytest.mark.parametrize('chunk_elements', [3000, 1 << 20])
 @pytest.mark.parametrize('type_name', sorted(ARCHS))
-def test_in_place_inference_matches_whole_map(type_name, monkeypatch):
-    # Small chunks: several per map, the last one partial.
-    monkeypatch.setattr(embeddings, 'MLP_CHUNK_ELEMENTS', 3000)
+def test_in_place_inference_matches_whole_map(type_name, chunk_elements,
+                                              monkeypatch):
+    # Small chunks: several per map, of unequal sizes where they do not
+    # divide it; large ones: every map in one chunk.
+    monkeypatch.setattr(embeddings, 'MLP_CHUNK_ELEMENTS', chunk_elements)
     monkeypatch.setattr(embeddings, 'MLP_MIN_CHUNK_TOKENS', 1)
     for name in ('LINEAR_ATTENTION_CHUNK_ELEMENTS',
                  'FOCUSED_ATTENTION_CHUNK_ELEMENTS'):
-        monkeypatch.setattr(linear_attention, name, 3000)
+        monkeypatch.setattr(linear_attention, name, chunk_elements)
     model = randomised(type_name)
     # Padding everywhere, two images (the sums are per image).
     x = torch.randn(2, 3, 69, 83, dtype=torch.float64)
@@ -168,3 +171,11 @@ def test_tokens_to_nchw_in_bands(hw, monkeypatch):
         out = tokens.tokens_to_nchw(x, hw)
     assert out.is_contiguous()
     assert torch.equal(out, expected)
+
+
+def test_even_chunk_size():
+    assert tokens.even_chunk_size(3136, 1024) == 784  # 4 chunks, not 3 + 64
+    assert tokens.even_chunk_size(1000, 1024) == 1000
+    assert tokens.even_chunk_size(1025, 1024) == 513
+    assert tokens.even_chunk_size(7, 3) == 3  # 3 + 3 + 1: fewest chunks
+    assert tokens.even_chunk_size(5, 0) == 1

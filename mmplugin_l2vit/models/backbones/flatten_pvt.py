@@ -50,8 +50,9 @@ class PVTFocusedAttention(FocusedLinearAttention):
         self.kv = nn.Linear(embed_dims, embed_dims * 2)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def projections(self):
-        return (self.q.weight, self.q.bias), (self.kv.weight, self.kv.bias)
+    def qkv_projection(self):
+        return (torch.cat([self.q.weight, self.kv.weight]),
+                torch.cat([self.q.bias, self.kv.bias]))
 
     def forward(self, x, hw: HW):
         k, v = self.kv(x).chunk(2, dim=-1)

@@ -13,7 +13,7 @@ from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
                       check_pos_resize_mode, image_to_channels_last,
-                      map_to_tokens, split_qkv_projection)
+                      map_to_tokens)
 from ..layers.tokens import HW
 from ..layers.window_attention import ShiftedWindowAttention
 from .base import HierarchicalBackbone, Stage
@@ -49,8 +49,8 @@ class SwinFocusedAttention(FocusedLinearAttention):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def projections(self):
-        return split_qkv_projection(self.qkv)
+    def qkv_projection(self):
+        return self.qkv.weight, self.qkv.bias
 
     def forward(self, x, hw: HW):
         q, k, v = self.qkv(x).chunk(3, dim=-1)

@@ -6,8 +6,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .tokens import (HW, MLP_CHUNK_ELEMENTS, MLP_MIN_CHUNK_TOKENS,
-                     adds_in_place, inference_linear, map_to_tokens,
-                     tokens_to_map)
+                     adds_in_place, even_chunk_size, inference_linear,
+                     map_to_tokens, tokens_to_map)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -141,8 +141,9 @@ def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
     if not adds_in_place(x, drop_path, norm, mlp, under_autocast=True):
         return x + drop_path(mlp(norm(x)))
     tokens = x.view(-1, x.shape[-1])
-    chunk = max(MLP_MIN_CHUNK_TOKENS,
-                MLP_CHUNK_ELEMENTS // mlp.fc1.out_features)
+    chunk = even_chunk_size(
+        tokens.shape[0],
+        max(MLP_MIN_CHUNK_TOKENS, MLP_CHUNK_ELEMENTS // mlp.fc1.out_features))
     for start in range(0, tokens.shape[0], chunk):
         part = tokens[start:start + chunk]
         hidden = inference_linear(

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from .tokens import (FOCUSED_ATTENTION_CHUNK_ELEMENTS, HW,
                      LINEAR_ATTENTION_CHUNK_ELEMENTS, adds_in_place,
-                     inference_linear, map_to_tokens, tokens_to_map)
+                     even_chunk_size, inference_linear, map_to_tokens,
+                     tokens_to_map)
 
 
 def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
@@ -118,13 +119,13 @@ def focus_in_place(x, softplus_temperature, focusing_factor: float):
     return x.div_(x.norm(dim=-1, keepdim=True)).mul_(norm)
 
 
-def split_qkv_projection(qkv: nn.Linear):
+def split_qkv_projection(weight, bias):
     """``((q_weight, q_bias), (kv_weight, kv_bias))``: views of a fused
     ``C -> 3C`` projection, for passes that need the queries apart from the
     keys and values."""
-    channels = qkv.in_features
-    q_weight, kv_weight = qkv.weight.split([channels, 2 * channels])
-    q_bias, kv_bias = qkv.bias.split([channels, 2 * channels])
+    channels = weight.shape[1]
+    q_weight, kv_weight = weight.split([channels, 2 * channels])
+    q_bias, kv_bias = bias.split([channels, 2 * channels])
     return (q_weight, q_bias), (kv_weight, kv_bias)
 
 
@@ -180,9 +181,10 @@ class ReLULinearAttention(nn.Module):
             return x + drop_path(self(norm(x)))
         channels = x.shape[-1]
         heads, head_dims = self.num_heads, self.head_dims
-        (q_weight, q_bias), (kv_weight,
-                             kv_bias) = split_qkv_projection(self.qkv)
-        chunk = max(1, LINEAR_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
+        (q_weight, q_bias), (kv_weight, kv_bias) = split_qkv_projection(
+            self.qkv.weight, self.qkv.bias)
+        chunk = even_chunk_size(
+            x.shape[1], LINEAR_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
         for tokens in x:  # one image at a time
             parts = tokens.split(chunk)
             kv = x.new_zeros(heads, head_dims, head_dims)
@@ -339,25 +341,27 @@ class FocusedLinearAttention(nn.Module):
         dwc = self.dwc(v_map).reshape(batch, channels, num_tokens)
         return out + dwc.transpose(1, 2)
 
-    def projections(self):
-        """``((q_weight, q_bias), (kv_weight, kv_bias))`` of the host's
-        query and key-value projections, ``kv`` giving ``[k, v]`` along the
-        channels (set by the host)."""
+    def qkv_projection(self):
+        """``(weight, bias)`` of the host's query, key and value projections
+        as one ``C -> 3C`` layer (``[q, k, v]`` along the outputs; set by
+        the host)."""
         raise NotImplementedError
 
     def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
         """``x + drop_path(self(norm(x), hw))`` for a host attending over
-        the whole ``hw`` map with :meth:`projections` and ``proj``.
+        the whole ``hw`` map with :meth:`qkv_projection` and ``proj``.
 
-        In inference (see :func:`~.tokens.adds_in_place`) it runs in two
-        passes over chunks of tokens, added into ``x`` in place: the first
-        sums the focused keys and ``kᵀv`` and keeps the values for the
-        depthwise convolution, the second focuses the queries and attends.
-        Only the values and their convolution exist for the whole map; the
-        focusing function works in the projections' outputs, and the
-        per-head products read and write token-major memory through
-        strided views (no head split or merge copies). The sums differ
-        from one product over all tokens by float rounding.
+        In inference (see :func:`~.tokens.adds_in_place`) it is added into
+        ``x`` in place, in two passes over chunks of tokens: the first sums
+        the focused keys and ``kᵀv`` and keeps the values for the depthwise
+        convolution, the second focuses the queries and attends (a map of
+        one chunk projects its queries in the first pass too, in one
+        product with the keys and values). Only the values and their
+        convolution exist for the whole map; the focusing function works
+        in the projections' outputs, and the per-head products read and
+        write token-major memory through strided views (no head split or
+        merge copies). The sums differ from one product over all tokens by
+        float rounding.
         """
         if not adds_in_place(x, drop_path, norm, self):
             return x + drop_path(self(norm(x), hw))
@@ -367,13 +371,24 @@ class FocusedLinearAttention(nn.Module):
         def by_heads(tokens):  # (n, C) -> a (heads, n, d) view
             return tokens.view(-1, heads, head_dims).transpose(0, 1)
 
+        def focus(features):
+            return focus_in_place(features, temperature, self.focusing_factor)
+
         pos = resize_pos_embed(self.positional_encoding, self.pos_grid, hw,
                                self.pos_resize_mode)[0]
-        (q_weight, q_bias), (kv_weight, kv_bias) = self.projections()
         temperature = F.softplus(self.scale).reshape(-1)
-        focusing_factor = self.focusing_factor
-        chunk = max(1, FOCUSED_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
-        attended = x.new_empty(min(chunk, num_tokens), channels)
+        qkv_weight, qkv_bias = self.qkv_projection()
+        chunk_elements = FOCUSED_ATTENTION_CHUNK_ELEMENTS
+        one_chunk = num_tokens * 3 * channels <= chunk_elements
+        if one_chunk:
+            chunk, kv_weight, kv_bias = num_tokens, qkv_weight, qkv_bias
+        else:
+            chunk = even_chunk_size(num_tokens,
+                                    chunk_elements // (2 * channels))
+            (q_weight,
+             q_bias), (kv_weight,
+                       kv_bias) = split_qkv_projection(qkv_weight, qkv_bias)
+        attended = x.new_empty(chunk, channels)
         for tokens in x:  # one image at a time
             kv = x.new_zeros(heads, head_dims, head_dims)
             key_sum = x.new_zeros(channels)
@@ -381,13 +396,14 @@ class FocusedLinearAttention(nn.Module):
             # for the shared depthwise conv.
             values = x.new_empty(heads, num_tokens, head_dims)
             for start in range(0, num_tokens, chunk):
-                k, v = inference_linear(
-                    norm(tokens[start:start + chunk]), kv_weight,
-                    kv_bias).chunk(
-                        2, dim=-1)
-                k = focus_in_place(
-                    k.add_(pos[start:start + chunk]), temperature,
-                    focusing_factor)
+                projected = inference_linear(
+                    norm(tokens[start:start + chunk]), kv_weight, kv_bias)
+                if one_chunk:
+                    q, k, v = projected.chunk(3, dim=-1)
+                    q = by_heads(focus(q))
+                else:
+                    k, v = projected.chunk(2, dim=-1)
+                k = focus(k.add_(pos[start:start + chunk]))
                 values[:, start:start + chunk] = by_heads(v)
                 kv.baddbmm_(by_heads(k).transpose(1, 2), by_heads(v))
                 key_sum += k.sum(dim=0)
@@ -397,10 +413,9 @@ class FocusedLinearAttention(nn.Module):
                                                          hw)))  # (heads, N, d)
             for start in range(0, num_tokens, chunk):
                 part = tokens[start:start + chunk]
-                q = by_heads(
-                    focus_in_place(
-                        inference_linear(norm(part), q_weight, q_bias),
-                        temperature, focusing_factor))
+                if not one_chunk:
+                    q = by_heads(
+                        focus(inference_linear(norm(part), q_weight, q_bias)))
                 out = attended[:len(part)]
                 torch.bmm(q, kv, out=by_heads(out))
                 by_heads(out).mul_(

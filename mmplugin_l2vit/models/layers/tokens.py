@@ -32,6 +32,15 @@ FOCUSED_ATTENTION_CHUNK_ELEMENTS = 1 << 20
 TRANSPOSE_CHUNK_ELEMENTS = 1 << 17
 
 
+def even_chunk_size(total: int, largest: int) -> int:
+    """The smallest step that cuts ``total`` items into as few chunks of at
+    most ``largest`` items as possible: the chunks are equal but for the
+    last, short by fewer items than there are chunks. No small leftover
+    chunk whose matrix products run far below the GEMM rate."""
+    count = -(-total // max(1, largest))
+    return -(-total // max(1, count))
+
+
 def _hooked(module: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks
                for m in module.modules())

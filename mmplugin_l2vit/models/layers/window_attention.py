@@ -241,7 +241,12 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
 
     def relative_position_bias(self, window_hw: HW):
         """The ``(num_heads, N, N)`` bias of a window of ``window_hw``
-        (at most ``window_size`` on each side) with N tokens."""
+        (at most ``window_size`` on each side) with N tokens.
+
+        The attention passes it on as ``(1, num_heads, N, N)``: with a 4-D
+        mask ``F.scaled_dot_product_attention`` runs its fused CPU kernel
+        (a 3-D one sends it to the ~2x slower unfused path).
+        """
         index = self.relative_position_index
         size = self.window_size
         if tuple(window_hw) != (size, size):
@@ -266,7 +271,8 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         size = self.window_size
         if not self.shift_size and max(hw) > size:
             return self._add_by_bands(
-                x, hw, norm, self.relative_position_bias((size, size)))
+                x, hw, norm,
+                self.relative_position_bias((size, size))[None])
         x += self(norm(x), hw, in_place_inference=True)
         return x
 
@@ -275,9 +281,10 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         height, width = hw
         size, shift = self.window_size, self.shift_size
         if height <= size and width <= size:
-            return self.attend(x, self.relative_position_bias(hw),
+            return self.attend(x,
+                               self.relative_position_bias(hw)[None],
                                in_place_inference)
-        attn_mask = self.relative_position_bias((size, size))
+        attn_mask = self.relative_position_bias((size, size))[None]
         if shift:
             padded_hw = (height + -height % size, width + -width % size)
             shift_mask = shifted_window_mask(padded_hw, size, shift,
