@@ -261,19 +261,55 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         """``x + drop_path(self(norm(x), hw))``.
 
         In inference (see :func:`~.tokens.adds_in_place`) it is added into
-        ``x`` in place, with the projections through
-        :func:`~.tokens.inference_linear`: band by band as in
-        :class:`UnmaskedWindowAttention` when the windows are not shifted,
-        else for the whole map at once (shifted windows cross the bands).
+        ``x`` in place, one band of a window row at a time, with the
+        projections through :func:`~.tokens.inference_linear` (a map that
+        fits in one window is one band).
         """
         if not adds_in_place(x, drop_path, norm, self):
             return x + drop_path(self(norm(x), hw))
         size = self.window_size
-        if not self.shift_size and max(hw) > size:
-            return self._add_by_bands(
-                x, hw, norm,
-                self.relative_position_bias((size, size))[None])
-        x += self(norm(x), hw, in_place_inference=True)
+        if max(hw) <= size:
+            x += self(norm(x), hw, in_place_inference=True)
+            return x
+        bias = self.relative_position_bias((size, size))
+        if not self.shift_size:
+            return self._add_by_bands(x, hw, norm, bias[None])
+        return self._add_by_shifted_bands(x, hw, norm, bias)
+
+    def _add_by_shifted_bands(self, x, hw: HW, norm: nn.Module, bias):
+        """The in-place inference of :meth:`add_branch` with shifted
+        windows. Window row ``r`` of the padded map rolled up and left by
+        the shift holds rows ``r * window_size + shift + i`` (modulo the
+        padded height) of the padded map: each such band is gathered,
+        rolled left, attended with its windows' masks, rolled back and
+        added to the rows it came from (padding rows are zeros, dropped)."""
+        batch, _, channels = x.shape
+        height, width = hw
+        size, shift = self.window_size, self.shift_size
+        padded_hw = (height + -height % size, width + -width % size)
+        columns = padded_hw[1] // size
+        shift_mask = shifted_window_mask(padded_hw, size, shift, bias.dtype,
+                                         x.device)
+        grid = x.view(batch, height, width, channels)
+        band = x.new_empty(batch, size, padded_hw[1], channels)
+        for top in range(0, padded_hw[0], size):
+            rows = (torch.arange(top, top + size, device=x.device) +
+                    shift) % padded_hw[0]
+            in_map = (rows < height).nonzero().squeeze(1)
+            rows = rows[in_map]
+            band.zero_()
+            band[:, in_map, :width] = norm(grid[:, rows])
+            windows = slice(top // size * columns, (top // size + 1) * columns)
+            attn_mask = (shift_mask[windows].unsqueeze(1) + bias).repeat(
+                batch, 1, 1, 1)
+            out = self.attend_in_windows(
+                torch.roll(band, -shift, dims=2).view(batch, -1, channels),
+                (size, padded_hw[1]),
+                attn_mask=attn_mask,
+                in_place_inference=True)
+            out = torch.roll(
+                out.view(band.shape), shift, dims=2)[:, in_map, :width]
+            grid.index_add_(1, rows, out)
         return x
 
     def forward(self, x, hw: HW, in_place_inference: bool = False):
