@@ -72,6 +72,10 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
         assert 0.01 < r['gmacs'] < 1
         assert r['gflops'] == pytest.approx(2 * r['gmacs'] /
                                             (r['latency_ms'] / 1e3))
+        # The fraction of the GEMM rate: fastest run over fastest GEMM.
+        assert 0 < r['best_latency_ms'] <= r['latency_ms']
+        assert r['gemm_fraction'] == pytest.approx(
+            2 * r['gmacs'] / (r['best_latency_ms'] / 1e3) / r['gemm_gflops'])
     # Checkpointing recomputes the forward: more MACs, same model.
     plain, checkpointed = results[0]['gmacs'], results[1]['gmacs']
     assert checkpointed > plain * 1.1
@@ -116,23 +120,28 @@ def test_scaling_ratios_follow_pixels_within_each_variant():
     ]
 
 
-def test_median_round_takes_the_middle_latency_and_best_gemm_rate():
+def test_median_round_takes_the_middle_latency_and_best_runs():
 
-    def run(latency, gemm):
+    def run(latency, best, gemm):
         return dict(
             status='ok',
             latency_ms=latency,
+            best_latency_ms=best,
+            gmacs=1.,
             gflops=2e3 / latency,
             gemm_gflops=gemm)
 
     failed = dict(status='failed: out of memory or killed (rc -9)')
     merged = benchmark.median_round(
-        [run(30., 100.), failed,
-         run(10., 90.), run(20., 120.)])
+        [run(30., 25., 100.), failed,
+         run(10., 9., 90.),
+         run(20., 12., 120.)])
     assert merged['latency_ms'] == 20.
     assert merged['round_latencies_ms'] == [30., 10., 20.]
+    # The fastest run (9 ms: 222 GFLOP/s) over the fastest GEMM.
+    assert merged['best_latency_ms'] == 9.
     assert merged['gemm_gflops'] == 120.
-    assert merged['gemm_fraction'] == pytest.approx(100 / 120)
+    assert merged['gemm_fraction'] == pytest.approx(2e3 / 9. / 120.)
     assert benchmark.median_round([failed, failed]) is failed
 
 
@@ -148,6 +157,7 @@ def test_rounds_take_turns_and_report_one_row(tmp_path, monkeypatch):
             latency_ms=latency,
             peak_mem_mb=1.,
             gmacs=1.,
+            best_latency_ms=latency,
             gflops=2e3 / latency,
             gemm_gflops=100.,
             gemm_fraction=2e3 / latency / 100.)
