@@ -5,11 +5,13 @@ attention kernels match eager mode."""
 import pytest
 import torch
 import torch._dynamo
+import torch.nn.functional as F
 from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import (FocusedLinearAttention,
                                           ReLULinearAttention)
+from mmplugin_l2vit.models.layers.tokens import inference_linear
 from mmplugin_l2vit.models.layers.window_attention import \
     ShiftedWindowAttention
 
@@ -70,3 +72,19 @@ def test_attention_kernels_compile_with_inductor(case):
     with torch.no_grad():
         torch.testing.assert_close(
             compiled(*args), function(*args), rtol=1e-5, atol=1e-5)
+
+
+def test_in_place_linear_is_never_traced():
+    # After a graph break dynamo compiles the rest of the frame; the
+    # in-place paths' oneDNN linear must run eagerly there (inductor cannot
+    # lower it with weights that are graph inputs).
+
+    def project(x, weight, bias):
+        torch._dynamo.graph_break()
+        return inference_linear(x, weight, bias, gelu=True)
+
+    x, weight, bias = torch.randn(64, 32), torch.randn(16, 32), torch.randn(16)
+    with torch.no_grad():
+        out = torch.compile(project)(x, weight, bias)
+    torch.testing.assert_close(
+        out, F.gelu(F.linear(x, weight, bias)), rtol=1e-5, atol=1e-5)

@@ -77,6 +77,10 @@ def _onednn_linear_available() -> bool:
 ONEDNN_LINEAR = _onednn_linear_available()
 
 
+# Never traced: only eager in-place paths call it, but after a graph break
+# dynamo compiles the frames that run next, and inductor cannot lower
+# oneDNN's linear with weights that are graph inputs.
+@torch.compiler.disable
 def inference_linear(x: torch.Tensor,
                      weight: torch.Tensor,
                      bias: Optional[torch.Tensor] = None,
