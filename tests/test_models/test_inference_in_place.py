@@ -179,3 +179,4 @@ def test_even_chunk_size():
     assert tokens.even_chunk_size(1025, 1024) == 513
     assert tokens.even_chunk_size(7, 3) == 3  # 3 + 3 + 1: fewest chunks
     assert tokens.even_chunk_size(5, 0) == 1
+    assert tokens.even_chunk_size(0, 4) == 1  # a step for an empty input

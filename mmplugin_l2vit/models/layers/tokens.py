@@ -36,9 +36,10 @@ def even_chunk_size(total: int, largest: int) -> int:
     """The smallest step that cuts ``total`` items into as few chunks of at
     most ``largest`` items as possible: the chunks are equal but for the
     last, short by fewer items than there are chunks. No small leftover
-    chunk whose matrix products run far below the GEMM rate."""
-    count = -(-total // max(1, largest))
-    return -(-total // max(1, count))
+    chunk whose matrix products run far below the GEMM rate. At least 1,
+    so that an empty input still gives a valid step."""
+    count = max(1, -(-total // max(1, largest)))
+    return max(1, -(-total // count))
 
 
 def _hooked(module: nn.Module) -> bool:
