@@ -404,7 +404,7 @@ class _L2ViTLinearProbe(_Probe):
         block = self.block
         attn, lcm = block.attn, block.lcm
         hw = self.grid(calls, block)
-        (x, ), attn_out = calls[attn]
+        (x, _), attn_out = calls[attn]
         (lcm_in, _), lcm_out = calls[lcm]
         channels = x.shape[-1]
         q, k, _ = attn.qkv(x[0]).split(channels, dim=-1)

@@ -11,7 +11,7 @@ from test_models.test_mixed_precision import ARCHS
 import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import (FocusedLinearAttention,
                                           ReLULinearAttention)
-from mmplugin_l2vit.models.layers.tokens import inference_linear
+from mmplugin_l2vit.models.layers.cpu_inference import inference_linear
 from mmplugin_l2vit.models.layers.window_attention import \
     ShiftedWindowAttention
 

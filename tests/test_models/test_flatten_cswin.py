@@ -497,3 +497,22 @@ def test_bad_inputs():
         model(torch.randn(3, 64, 64))
     four_channel = FLattenCSWin(SMALL_ARCH, in_channels=4).eval()
     assert len(four_channel(torch.randn(1, 4, 32, 32))) == 4
+
+
+def test_deprecated_pretrain_size_key():
+    arch = dict(
+        embed_dims=SMALL['dims'],
+        depths=[1, 1, 1, 1],
+        num_heads=SMALL['heads'],
+        pretrain_img_size=112)
+    old = dict(arch)
+    old['pretrain_size'] = old.pop('pretrain_img_size')
+    with pytest.warns(FutureWarning, match='pretrain_size is deprecated'):
+        settings = FLattenCSWin._resolve_arch(old)
+    assert settings == FLattenCSWin._resolve_arch(arch)
+    assert 'pretrain_size' not in settings
+    with pytest.warns(FutureWarning):
+        model = FLattenCSWin(old)
+    assert model.stages[0].blocks[0].attns[0].pos_grid == (28, 28)
+    with pytest.raises(ValueError, match='both pretrain_img_size'):
+        FLattenCSWin._resolve_arch(dict(arch, pretrain_size=224))

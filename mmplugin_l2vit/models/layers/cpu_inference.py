@@ -221,15 +221,14 @@ def add_relu_linear_attention(x: torch.Tensor, norm: nn.Module,
     projections, the second projects the queries and attends. No whole-map
     ``qkv`` or per-head copy exists."""
     heads = attn.num_heads
-    (q_weight,
-     q_bias), (kv_weight,
-               kv_bias) = split_qkv_projection(attn.qkv.weight, attn.qkv.bias)
+    q_projection, kv_projection = split_qkv_projection(attn.qkv.weight,
+                                                       attn.qkv.bias)
 
     def summary(part):
-        k, v = (
-            split_heads(t, heads) for t in inference_linear(
-                norm(part), kv_weight, kv_bias).chunk(2, dim=-1))
-        return relu_key_value_summary(relu_features(k), v, attn.temperature)
+        k, v = inference_linear(norm(part), *kv_projection).chunk(2, dim=-1)
+        return relu_key_value_summary(
+            relu_features(split_heads(k, heads)), split_heads(v, heads),
+            attn.temperature)
 
     chunk = even_chunk_size(
         x.shape[1], LINEAR_ATTENTION_CHUNK_ELEMENTS // (2 * x.shape[-1]))
@@ -239,7 +238,7 @@ def add_relu_linear_attention(x: torch.Tensor, norm: nn.Module,
         for part in parts:
             q = relu_features(
                 split_heads(
-                    inference_linear(norm(part), q_weight, q_bias), heads))
+                    inference_linear(norm(part), *q_projection), heads))
             out = relu_attend(
                 q, kv, relu_normaliser(q, key_sum, attn.denominator_floor))
             part += inference_linear(
@@ -267,16 +266,14 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
         return split_heads(attn.focus(features[None], inplace=True)[0], heads)
 
     pos = attn.key_position(hw)[0]
-    qkv_weight, qkv_bias = attn.qkv_projection()
+    qkv_projection = attn.qkv_projection()
     one_chunk = num_tokens * 3 * channels <= FOCUSED_ATTENTION_CHUNK_ELEMENTS
     if one_chunk:
-        chunk, kv_weight, kv_bias = num_tokens, qkv_weight, qkv_bias
+        chunk, kv_projection = num_tokens, qkv_projection
     else:
         chunk = even_chunk_size(
             num_tokens, FOCUSED_ATTENTION_CHUNK_ELEMENTS // (2 * channels))
-        (q_weight,
-         q_bias), (kv_weight,
-                   kv_bias) = split_qkv_projection(qkv_weight, qkv_bias)
+        q_projection, kv_projection = split_qkv_projection(*qkv_projection)
     attended = x.new_empty(chunk, channels)
     for tokens in x:  # one image at a time
         kv = key_mean = 0
@@ -285,7 +282,7 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
         values = x.new_empty(heads, num_tokens, attn.head_dims)
         for start in range(0, num_tokens, chunk):
             projected = inference_linear(
-                norm(tokens[start:start + chunk]), kv_weight, kv_bias)
+                norm(tokens[start:start + chunk]), *kv_projection)
             if one_chunk:
                 q, k, v = projected.chunk(3, dim=-1)
                 q = focused_heads(q)
@@ -301,15 +298,12 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
         for start in range(0, num_tokens, chunk):
             part = tokens[start:start + chunk]
             if not one_chunk:
-                q = focused_heads(
-                    inference_linear(norm(part), q_weight, q_bias))
+                q = focused_heads(inference_linear(norm(part), *q_projection))
             out = attended[:len(part)]
+            out_heads = split_heads(out, heads)
             focused_attend(
-                q,
-                kv,
-                focused_normaliser(q, key_mean),
-                out=split_heads(out, heads)).add_(local[:,
-                                                        start:start + chunk])
+                q, kv, focused_normaliser(q, key_mean), out=out_heads)
+            out_heads.add_(local[:, start:start + chunk])
             part += inference_linear(out, attn.proj.weight, attn.proj.bias)
 
 

@@ -65,7 +65,11 @@ def focused_key_value_summary(k: torch.Tensor, v: torch.Tensor,
         v (Tensor): Values, ``(..., n, d)``.
         num_tokens (int): Keys in all (``n`` unless ``k`` is a chunk).
     """
-    kv = (k.transpose(-2, -1) @ v) / num_tokens
+    # Both scaled by 1/sqrt(n) before the product, as in the official code
+    # (bit-identical there).
+    scale = num_tokens**-0.5
+    kv = (k.transpose(-2, -1) * scale) @ (v * scale)
+    # A CPU mean is this sum divided by n: the same bits.
     return kv, k.sum(dim=-2, keepdim=True).transpose(-2, -1) / num_tokens
 
 
