@@ -14,8 +14,8 @@ from conftest import SMALL_ARCH
 
 from mmplugin_l2vit import L2ViT
 from mmplugin_l2vit.analysis import attention_maps, effective_keys, list_layers
-from mmplugin_l2vit.analysis.attention_maps import (attention_output,
-                                                    dwc_branch, lepe_branch)
+from mmplugin_l2vit.analysis.block_rows import dwc_branch, lepe_branch
+from mmplugin_l2vit.analysis.row_math import attention_output
 from mmplugin_l2vit.models.backbones.flatten_cswin import FLattenCSWin
 from mmplugin_l2vit.models.backbones.flatten_pvt import (FLattenPVT,
                                                          PVTFocusedAttention)
@@ -316,7 +316,7 @@ def test_cli_draws_and_refuses_bad_arguments(tmp_path, capsys):
     tool.main([
         'FLattenPVTv2:b0', '--img',
         str(image), '--layer', '1.1', '--query', '20,30', '--query', '0,0',
-        '--size', '64', '--compare', '--out',
+        '--shape', '64', '--compare', '--out',
         str(out)
     ])
     assert cv2.imread(str(out)) is not None
