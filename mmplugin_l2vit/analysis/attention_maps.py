@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type
 import torch
 import torch.nn as nn
 
-from .loading import HW
+from ..models.layers.tokens import HW
 
 
 @dataclass

@@ -1,185 +1,110 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """How the plugin's blocks draw their attention rows (see
-:func:`~.attention_maps.register_attention_rows`).
+:func:`~.attention_maps.register_attention_rows`), from the steps their
+layers compute with:
 
-- window softmax (L²ViT LWA, Swin, CSwin stripes and global stage): the
-  softmax over the keys of the query's window, padding, cyclic shift,
-  shift mask and relative position bias included;
-- L²ViT's ReLU linear attention: ``(q_n . k_m) / max(q_n . sum(k), floor)``,
-  whose row sums to less than one where the floor is active;
-- FLatten's focused linear attention: ``(φ(q_n) . φ(k_m)) / (φ(q_n) .
-  sum(φ(k)) + n eps)``, with φ the layer's focusing function.
+- window softmax (L²ViT's LWA, Swin's windows, CSwin's stripes and global
+  stage): the softmax over the keys of the query's window, with the
+  window layout of the layer's own partition (padding and cyclic shift)
+  and the bias and shift mask it adds to the logits;
+- L²ViT's ReLU linear attention and FLatten's focused linear attention:
+  the layer's feature map, key-value summary, normaliser and attend steps
+  (:func:`~.row_math.keys_first_rows`). Their rows sum to less than one by
+  what the normaliser's floor (L²ViT) or ``EPS`` (FLatten) takes.
 
 Convolution branches that work beside an attention (L²ViT's LCM, FLatten's
 DWC, CSwin's LePE) are reported separately as their normalised local
 influence ``sum_c |d out_nc / d in_mc|`` and their share of the update
 where they are added to the attention output.
 """
-import inspect
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..models.backbones.flatten_cswin import (CSwinBlock, LePEAttention,
-                                              LePEFocusedLinearAttention,
-                                              _partition, _unpartition)
-from ..models.backbones.flatten_pvt import FLattenPVTBlock, PVTFocusedAttention
+from ..models.backbones.flatten_cswin import CSwinBlock
+from ..models.backbones.flatten_pvt import FLattenPVTBlock
 from ..models.backbones.flatten_swin import FLattenSwinBlock
 from ..models.backbones.l2vit import LinearGlobalBlock, LocalWindowBlock
-from ..models.layers import (FocusedLinearAttention, focused_linear_attention,
-                             focusing_function, map_to_tokens,
-                             resize_pos_embed, tokens_to_nchw)
-from ..models.layers.window_attention import (UnmaskedWindowAttention,
+from ..models.layers.focused_linear_attention import (
+    FocusedLinearAttention, focused_attend, focused_key_value_summary,
+    focused_normaliser, rank_restoration)
+from ..models.layers.lepe import (LePEAttention, LePEFocusedLinearAttention,
+                                  lepe)
+from ..models.layers.relu_linear_attention import (relu_attend, relu_features,
+                                                   relu_key_value_summary,
+                                                   relu_normaliser)
+from ..models.layers.tokens import HW, merge_heads, split_heads
+from ..models.layers.window_attention import (ShiftedWindowAttention,
+                                              UnmaskedWindowAttention,
+                                              fits_one_window, merge_windows,
+                                              padded_size, partition_windows,
                                               shifted_window_mask)
 from .attention_maps import AttentionRows, Rows, register_attention_rows
-from .loading import HW
-from .row_math import (attention_output, branch_share, head_scores,
-                       local_influence, normalise, softmax_rows, split_heads)
-
-# The eps that focused linear attention adds to ``q . mean(k)``.
-FOCUSED_EPS = inspect.signature(focused_linear_attention).parameters[
-    'eps'].default
-
-def _window_of(index: int, hw: HW, window: HW, shift: int):
-    """The keys of the window that holds token ``index``.
-
-    The map is zero-padded on the right and bottom to multiples of
-    ``window`` and rolled up and left by ``shift``, as the window
-    attentions do.
-
-    Returns:
-        tuple: The keys' token indices on ``hw`` in the order the window
-        attends them (-1 for padding), the window's index in
-        :func:`window_partition` order and the query's position in it.
-    """
-    (height, width), (win_h, win_w) = hw, window
-    padded_h = -(-height // win_h) * win_h
-    padded_w = -(-width // win_w) * win_w
-    row, col = divmod(index, width)
-    # Rolled by -shift, position i of the padded map holds i + shift.
-    rolled_row, rolled_col = (row - shift) % padded_h, (col - shift) % padded_w
-    top = rolled_row - rolled_row % win_h
-    left = rolled_col - rolled_col % win_w
-    rows = (top + torch.arange(win_h) + shift) % padded_h
-    cols = (left + torch.arange(win_w) + shift) % padded_w
-    rows, cols = torch.meshgrid(rows, cols, indexing='ij')
-    rows, cols = rows.flatten(), cols.flatten()
-    keys = torch.where((rows < height) & (cols < width), rows * width + cols,
-                       -1)
-    window_index = top // win_h * (padded_w // win_w) + left // win_w
-    position = (rolled_row - top) * win_w + rolled_col - left
-    return keys, window_index, position
-
-
-def window_softmax_rows(q: torch.Tensor,
-                        k: torch.Tensor,
-                        padding_key: torch.Tensor,
-                        hw: HW,
-                        query_indices: Sequence[int],
-                        window: HW,
-                        shift: int = 0,
-                        bias: Optional[torch.Tensor] = None,
-                        shift_mask: Optional[torch.Tensor] = None):
-    """Softmax attention rows within windows, for some queries.
-
-    Args:
-        q (Tensor): ``(N, heads, d)`` queries of every token of ``hw``.
-        k (Tensor): ``(N, heads, d)`` keys.
-        padding_key (Tensor): ``(heads, d)`` key of a zero-padded token.
-        hw (tuple[int, int]): The token grid.
-        query_indices (Sequence[int]): Row-major indices of the queries.
-        window (tuple[int, int]): Window height and width.
-        shift (int): Cyclic shift of the windows. Default: 0.
-        bias (Tensor, optional): ``(heads, K, K)`` additive bias of a window
-            of K tokens (Swin's relative position bias).
-        shift_mask (Tensor, optional): ``(num_windows, K, K)`` additive mask
-            of the shifted windows.
-
-    Returns:
-        tuple[Tensor, Tensor]: ``(Q, heads, N)`` rows over the map's keys
-        and ``(Q, heads)`` weight on padding keys.
-    """
-    num_tokens, num_heads, head_dims = q.shape
-    keys = torch.cat([k, padding_key[None]])
-    rows = q.new_zeros(len(query_indices), num_heads, num_tokens + 1)
-    for row, index in zip(rows, query_indices):
-        key_indices, window_index, position = _window_of(
-            index, hw, window, shift)
-        logits = torch.einsum('hd,khd->hk', q[index],
-                              keys[key_indices]) * head_dims**-0.5
-        if bias is not None:
-            logits = logits + bias[:, position]
-        if shift_mask is not None:
-            logits = logits + shift_mask[window_index, position]
-        # Padding keys (-1) accumulate in the extra last column.
-        row.index_add_(1, key_indices % (num_tokens + 1), logits.softmax(-1))
-    return rows[..., :num_tokens], rows[..., num_tokens]
+from .row_math import (attention_output, branch_share, keys_first_rows,
+                       local_influence, normalise, softmax_rows,
+                       window_softmax_rows)
 
 
 def relu_linear_rows(q: torch.Tensor, k: torch.Tensor, num_heads: int,
-                     denominator_floor: float = 0.) -> torch.Tensor:
-    """Rows ``(ReLU(q_n) . ReLU(k_m)) / max(sum_m ReLU(q_n) . ReLU(k_m),
-    floor)`` of ReLU linear attention for ``(Q, C)`` queries and ``(N, C)``
-    keys: ``(Q, heads, N)``. A zero floor gives plain normalised ReLU
-    attention (an all-zero query gives a zero row)."""
-    scores = head_scores(q.relu(), k.relu(), num_heads)
-    total = scores.sum(-1, keepdim=True)
-    denominator = total.clamp(min=denominator_floor)
-    return torch.where(denominator > 0, scores / denominator, 0.)
+                     denominator_floor: float) -> torch.Tensor:
+    """``(Q, heads, N)`` rows of L²ViT's ReLU linear attention for ``(Q,
+    C)`` projected queries and ``(N, C)`` keys. They leave out the learned
+    per-head scale of ``kᵀv``, which scales the output as the projection
+    after it does: the rows are the weights the values are summed with."""
+    rows = keys_first_rows(
+        relu_features(split_heads(q, num_heads)),
+        relu_features(split_heads(k, num_heads)),
+        lambda keys, values: relu_key_value_summary(keys, values, 1.),
+        lambda queries, key_sum: relu_normaliser(
+            queries, key_sum, denominator_floor), relu_attend)
+    # Without a floor an all-zero query has no weights at all (0 / 0).
+    return rows.nan_to_num(0.)
 
 
 def focused_rows(attn: FocusedLinearAttention, q: torch.Tensor,
-                 k: torch.Tensor, hw: HW) -> torch.Tensor:
-    """Rows of FLatten's focused linear attention: ``(Q, heads, N)`` for
-    ``(Q, C)`` projected queries and ``(N, C)`` projected keys (before the
-    positional encoding, which this adds as :meth:`attend` does)."""
-    def focus(x):
-        return focusing_function(x[None], attn.scale,
-                                 attn.focusing_factor)[0]
-
-    k = _keys_with_position(attn, k, hw)
-    scores = head_scores(focus(q), focus(k), attn.num_heads)
-    return scores / (scores.sum(-1, keepdim=True) + k.shape[0] * FOCUSED_EPS)
-
-
-def _keys_with_position(attn: FocusedLinearAttention, k: torch.Tensor,
-                        hw: HW) -> torch.Tensor:
-    pos = resize_pos_embed(attn.positional_encoding, attn.pos_grid, hw,
-                           attn.pos_resize_mode)
-    return k + pos[0]
+                 k: torch.Tensor) -> torch.Tensor:
+    """``(Q, heads, N)`` rows of FLatten's focused linear attention for
+    ``(Q, C)`` projected queries and ``(N, C)`` keys with their positional
+    encoding."""
+    num_keys = k.shape[0]
+    return keys_first_rows(
+        split_heads(attn.focus(q[None])[0], attn.num_heads),
+        split_heads(attn.focus(k[None])[0], attn.num_heads),
+        lambda keys, values: focused_key_value_summary(keys, values, num_keys),
+        focused_normaliser, focused_attend)
 
 
 def compare_rows(q: torch.Tensor, k: torch.Tensor,
                  num_heads: int) -> Dict[str, torch.Tensor]:
-    """Global softmax and plain ReLU linear attention rows, ``(Q, heads,
-    N)`` each, for ``(Q, C)`` queries and ``(N, C)`` keys."""
+    """Global softmax and plain ReLU linear attention (no floor) rows,
+    ``(Q, heads, N)`` each, for ``(Q, C)`` queries and ``(N, C)`` keys."""
     return {
         'softmax': softmax_rows(q, k, num_heads),
-        'ReLU linear': relu_linear_rows(q, k, num_heads),
+        'ReLU linear': relu_linear_rows(q, k, num_heads, 0.),
     }
 
 
 def dwc_branch(attn: FocusedLinearAttention, v: torch.Tensor,
                hw: HW) -> torch.Tensor:
-    """FLatten's rank-restoring DWC of ``(B, N, C)`` values: the
-    ``head_dims``-channel depthwise conv shared by all heads, as in
-    :meth:`FocusedLinearAttention.attend`."""
-    batch, _, channels = v.shape
-    v_map = tokens_to_nchw(v, hw).reshape(batch * attn.num_heads,
-                                          attn.head_dims, *hw)
-    return map_to_tokens(attn.dwc(v_map).reshape(batch, channels, *hw))
+    """FLatten's rank-restoring DWC of ``(B, N, C)`` values."""
+    return merge_heads(
+        rank_restoration(attn.dwc, split_heads(v, attn.num_heads), hw))
 
 
 def lepe_branch(attn: Union[LePEAttention, LePEFocusedLinearAttention],
                 v: torch.Tensor, hw: HW) -> torch.Tensor:
-    """CSWin's LePE ``get_v`` of ``(B, N, C)`` values, per window (the
-    whole map for the linear attention)."""
-    window = tuple(side or size for side, size in zip(
-        getattr(attn, 'window', (None, None)), hw))
-    windows = _partition(v, hw, window)
-    lepe = map_to_tokens(attn.get_v(tokens_to_nchw(windows, window)))
-    return _unpartition(lepe, hw, window)
+    """CSWin's LePE of ``(B, N, C)`` values, per window (the whole map for
+    the linear attention)."""
+    window = attn.window_on(hw) if isinstance(attn, LePEAttention) else hw
+    windows = partition_windows(v, hw, window)
+    return merge_windows(lepe(attn.get_v, windows, window), hw, window)
+
+
+def _qkv(x: torch.Tensor, projection: nn.Linear):
+    """``(N, C)`` tokens -> their ``(N, C)`` queries, keys and values."""
+    return projection(x).chunk(3, dim=-1)
 
 
 @register_attention_rows(LocalWindowBlock)
@@ -189,8 +114,7 @@ class WindowRows(AttentionRows):
 
     def __init__(self, block: nn.Module):
         super().__init__(block)
-        attn = block.attn
-        shift = getattr(attn, 'shift_size', 0)
+        shift = getattr(block.attn, 'shift_size', 0)
         self.kind = ('shifted-window' if shift else 'window') + ' softmax'
 
     def modules(self):
@@ -198,25 +122,24 @@ class WindowRows(AttentionRows):
 
     def rows(self, calls, query_indices, compare):
         attn = self.block.attn
-        (x, hw), _ = calls[attn]
-        size, shift = attn.window_size, getattr(attn, 'shift_size', 0)
-        window, bias, shift_mask = (size, size), None, None
-        swin = hasattr(attn, 'relative_position_bias')
-        if swin and max(hw) <= size:
-            # A map that fits in a window is one unshifted window.
-            window, shift = hw, 0
-        if swin:
-            bias = attn.relative_position_bias(window)
-        if shift:
-            padded_hw = tuple(-(-side // size) * size for side in hw)
-            shift_mask = shifted_window_mask(padded_hw, size, shift)
-        channels = x.shape[-1]
-        q, k, _ = attn.qkv(x[0]).split(channels, dim=-1)
-        padding_key = attn.qkv(x.new_zeros(channels))[channels:2 * channels]
+        (x, hw, *_), _ = calls[attn]
+        size = attn.window_size
+        window, shift, attn_mask = (size, size), 0, None
+        if isinstance(attn, ShiftedWindowAttention):
+            if fits_one_window(hw, size):
+                window = tuple(hw)
+            else:
+                shift = attn.shift_size
+            attn_mask = attn.relative_position_bias(window)[None]
+            if shift:
+                attn_mask = attn_mask + shifted_window_mask(
+                    padded_size(hw, window), size, shift).unsqueeze(1)
+        q, k, _ = _qkv(x[0], attn.qkv)
+        # Padded tokens are projected: their key is the projection's bias.
+        _, padding_key, _ = _qkv(x.new_zeros(1, x.shape[-1]), attn.qkv)
         rows, padding = window_softmax_rows(
-            split_heads(q, attn.num_heads), split_heads(k, attn.num_heads),
-            split_heads(padding_key, attn.num_heads), hw, query_indices,
-            window, shift, bias, shift_mask)
+            *(split_heads(t, attn.num_heads) for t in (q, k, padding_key)), hw,
+            query_indices, window, shift, attn_mask)
         return Rows(rows, padding)
 
 
@@ -238,17 +161,14 @@ class L2ViTLinearRows(AttentionRows):
         return [self.block, self.block.attn, self.block.lcm]
 
     def rows(self, calls, query_indices, compare):
-        block = self.block
-        attn, lcm = block.attn, block.lcm
+        attn, lcm = self.block.attn, self.block.lcm
         hw = self.grid(calls)
-        (x, ), attn_out = calls[attn]
+        (x, *_), attn_out = calls[attn]
         (lcm_in, _), lcm_out = calls[lcm]
-        channels = x.shape[-1]
-        q, k, _ = attn.qkv(x[0]).split(channels, dim=-1)
+        q, k, _ = _qkv(x[0], attn.qkv)
         q = q[query_indices]
         rows = relu_linear_rows(q, k, attn.num_heads, attn.denominator_floor)
-        local, _ = local_influence(lambda z: lcm(z, hw), lcm_in,
-                                   query_indices)
+        local, _ = local_influence(lambda z: lcm(z, hw), lcm_in, query_indices)
         local = normalise(local)
         share = branch_share(lcm_out[0, query_indices],
                              attn_out[0, query_indices])
@@ -256,9 +176,25 @@ class L2ViTLinearRows(AttentionRows):
         if compare:
             weight = share[:, None, None]
             result.variants = compare_rows(q, k, attn.num_heads)
-            result.variants['enhanced (+ LCM)'] = (
-                (1 - weight) * rows + weight * local[:, None])
+            result.variants['enhanced (+ LCM)'] = ((1 - weight) * rows +
+                                                   weight * local[:, None])
         return result
+
+
+def _focused_result(attn: FocusedLinearAttention, q, k, v, hw: HW,
+                    query_indices, compare: bool, local_branch) -> Rows:
+    """Rows, local branch and compare view of focused linear attention on
+    ``(N, C)`` projections (keys before their positional encoding)."""
+    q = q[query_indices]
+    k = k + attn.key_position(hw)[0]
+    rows = focused_rows(attn, q, k)
+    local, local_out = local_influence(local_branch, v[None], query_indices)
+    share = branch_share(local_out, attention_output(rows, v))
+    result = Rows(rows, 1 - rows.sum(-1), normalise(local), share)
+    if compare:
+        result.variants = dict(
+            compare_rows(q, k, attn.num_heads), focused=rows)
+    return result
 
 
 class FocusedRows(AttentionRows):
@@ -274,30 +210,19 @@ class FocusedRows(AttentionRows):
 
     def rows(self, calls, query_indices, compare):
         attn = self.block.attn
-        (x, hw), _ = calls[attn]
-        if isinstance(attn, PVTFocusedAttention):
-            q = attn.q(x[0])
-            k, v = attn.kv(x[0]).chunk(2, dim=-1)
-        else:
-            q, k, v = attn.qkv(x[0]).chunk(3, dim=-1)
+        (x, hw, *_), _ = calls[attn]
+        q, k, v = F.linear(x[0], *attn.qkv_projection()).chunk(3, dim=-1)
         return _focused_result(attn, q, k, v, hw, query_indices, compare,
                                lambda values: dwc_branch(attn, values, hw))
 
 
-def _focused_result(attn: FocusedLinearAttention, q, k, v, hw: HW,
-                    query_indices, compare: bool, local_branch) -> Rows:
-    """Rows, local branch and compare view of focused linear attention on
-    ``(N, C)`` projections."""
-    q = q[query_indices]
-    rows = focused_rows(attn, q, k, hw)
-    local, local_out = local_influence(local_branch, v[None], query_indices)
-    share = branch_share(local_out, attention_output(rows, v))
-    result = Rows(rows, 1 - rows.sum(-1), normalise(local), share)
-    if compare:
-        result.variants = dict(
-            compare_rows(q, _keys_with_position(attn, k, hw), attn.num_heads),
-            focused=rows)
-    return result
+@register_attention_rows(FLattenPVTBlock, FLattenSwinBlock)
+def flatten_block_rows(block: nn.Module) -> AttentionRows:
+    """FLatten-PVT's and FLatten-Swin's stages hold window softmax blocks or
+    focused linear ones."""
+    if isinstance(block.attn, UnmaskedWindowAttention):
+        return WindowRows(block)
+    return FocusedRows(block)
 
 
 @register_attention_rows(CSwinBlock)
@@ -308,15 +233,15 @@ class CSwinRows(AttentionRows):
 
     def __init__(self, block: nn.Module):
         super().__init__(block)
-        attn = block.attns[0]
-        self.has_variants = isinstance(attn, LePEFocusedLinearAttention)
+        self.has_variants = isinstance(block.attns[0],
+                                       LePEFocusedLinearAttention)
         if self.has_variants:
             self.kind = 'focused linear attention + DWC + LePE'
             self.unattended_reason = FocusedRows.unattended_reason
             self.local_name = 'DWC + LePE'
         else:
-            self.kind = ('cross-shaped stripe softmax + LePE' if len(
-                block.attns) > 1 else 'global softmax + LePE')
+            self.kind = ('cross-shaped stripe softmax + LePE'
+                         if len(block.attns) > 1 else 'global softmax + LePE')
             self.local_name = 'LePE'
 
     def modules(self):
@@ -334,17 +259,14 @@ class CSwinRows(AttentionRows):
         local = 0
         for attn in self.block.attns:
             (q, k, v, hw), _ = calls[attn]
-            window = tuple(side or size
-                           for side, size in zip(attn.window, hw))
             # Stripes pad the projected q, k and v with zeros.
             branch_rows, branch_padding = window_softmax_rows(
                 split_heads(q[0], attn.num_heads),
                 split_heads(k[0], attn.num_heads),
-                k.new_zeros(attn.num_heads, k.shape[-1] // attn.num_heads),
-                hw, query_indices, window)
+                k.new_zeros(attn.num_heads, 1, k.shape[-1] // attn.num_heads),
+                hw, query_indices, attn.window_on(hw))
             branch_local, branch_local_out = local_influence(
-                lambda values: lepe_branch(attn, values, hw), v,
-                query_indices)
+                lambda values: lepe_branch(attn, values, hw), v, query_indices)
             rows.append(branch_rows)
             padding.append(branch_padding)
             local = local + branch_local
@@ -353,14 +275,4 @@ class CSwinRows(AttentionRows):
         share = branch_share(
             torch.cat(local_out, -1), torch.cat(attention_out, -1))
         return Rows(
-            torch.cat(rows, 1), torch.cat(padding, 1), normalise(local),
-            share)
-
-
-@register_attention_rows(FLattenPVTBlock, FLattenSwinBlock)
-def flatten_block_rows(block: nn.Module) -> AttentionRows:
-    """FLatten-PVT and FLatten-Swin stages hold window softmax blocks or
-    focused linear ones."""
-    if isinstance(block.attn, UnmaskedWindowAttention):
-        return WindowRows(block)
-    return FocusedRows(block)
+            torch.cat(rows, 1), torch.cat(padding, 1), normalise(local), share)

@@ -19,7 +19,7 @@ import argparse
 import copy
 import logging
 import os.path as osp
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -30,9 +30,8 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
+from ..models.layers.tokens import HW
 from ..registry import MODELS
-
-HW = Tuple[int, int]
 
 # ImageNet statistics on 0-255 RGB, used when a config names none.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
