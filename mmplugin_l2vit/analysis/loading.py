@@ -108,13 +108,15 @@ def backbone_config(spec: str) -> dict:
 
     Raises:
         FileNotFoundError: A missing config file.
-        KeyError: A config without ``model.backbone``.
-        ValueError: A type that no registry holds, or an arch of
-            :data:`MMDET_ARCHS`'s types that it lacks.
+        ValueError: A config without ``model.backbone``, a type that no
+            registry holds, or an arch of :data:`MMDET_ARCHS`'s types that
+            it lacks.
     """
     spec = SHORT_NAMES.get(spec, spec)
     cfg = load_model_config(spec)
     if cfg is not None:
+        if 'backbone' not in cfg.get('model', {}):
+            raise ValueError(f'config {spec!r} has no model.backbone')
         backbone = copy.deepcopy(cfg.to_dict()['model']['backbone'])
         # The architecture is what is analysed: no weights are downloaded.
         backbone.pop('init_cfg', None)

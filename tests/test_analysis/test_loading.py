@@ -52,6 +52,13 @@ def test_bad_names_are_refused(spec, error, message):
         backbone_config(spec)
 
 
+def test_config_without_backbone_is_refused(tmp_path):
+    config = tmp_path / 'head_only.py'
+    config.write_text('model = dict(type=\'ImageClassifier\')\n')
+    with pytest.raises(ValueError, match='has no model.backbone'):
+        backbone_config(str(config))
+
+
 def test_config_gives_backbone_normalisation_and_loads_checkpoints(tmp_path):
     config = tmp_path / 'small.py'
     config.write_text(SMALL_CONFIG)
