@@ -1,13 +1,13 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Count the parameters and MACs of a backbone (and a config's neck),
-attention matmuls included.
+"""Count the parameters and MACs of a backbone, attention matmuls included.
 
     python tools/analysis_tools/get_flops.py configs/mask_rcnn_l2vit.py \\
         --shape 800 1333
     python tools/analysis_tools/get_flops.py L2ViT:tiny --shape 224
 
 The backbone is a config file (its ``model.backbone``, and its
-``model.neck`` unless ``--no-neck``) or a registered ``TYPE[:ARCH]``.
+``model.neck`` unless ``--no-neck``: both are counted) or a registered
+``TYPE[:ARCH]``.
 mmcv-style module counters miss the matmuls of linear attention; this
 counts at the operator level (see ``mmplugin_l2vit.analysis``).
 """
