@@ -14,13 +14,17 @@ from conftest import SMALL_ARCH
 
 from mmplugin_l2vit import L2ViT
 from mmplugin_l2vit.analysis import attention_maps, effective_keys, list_layers
-from mmplugin_l2vit.analysis.attention_maps import (attention_output,
-                                                    dwc_branch, lepe_branch)
+from mmplugin_l2vit.analysis.block_rows import (dwc_branch, focused_rows,
+                                                lepe_branch)
+from mmplugin_l2vit.analysis.row_math import attention_output, keys_first_rows
 from mmplugin_l2vit.models.backbones.flatten_cswin import FLattenCSWin
 from mmplugin_l2vit.models.backbones.flatten_pvt import (FLattenPVT,
                                                          PVTFocusedAttention)
 from mmplugin_l2vit.models.backbones.flatten_swin import FLattenSwin
-from mmplugin_l2vit.models.layers import FocusedLinearAttention
+from mmplugin_l2vit.models.layers import (FocusedLinearAttention,
+                                          focused_attend,
+                                          focused_key_value_summary,
+                                          focused_normaliser, split_heads)
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL_WIDTHS = dict(embed_dims=[32, 64, 128, 256], num_heads=[2, 2, 4, 8])
@@ -316,7 +320,7 @@ def test_cli_draws_and_refuses_bad_arguments(tmp_path, capsys):
     tool.main([
         'FLattenPVTv2:b0', '--img',
         str(image), '--layer', '1.1', '--query', '20,30', '--query', '0,0',
-        '--size', '64', '--compare', '--out',
+        '--shape', '64', '--compare', '--out',
         str(out)
     ])
     assert cv2.imread(str(out)) is not None
@@ -331,3 +335,17 @@ def test_cli_draws_and_refuses_bad_arguments(tmp_path, capsys):
         tool.main(['L2ViT', '--img', str(image), '--layer', '0.0',
                    '--query', '56,0', '--out', str(out)])
     assert 'X in [0, 55]' in capsys.readouterr().err
+
+
+def test_linear_rows_do_not_depend_on_the_key_chunk():
+    attn = build(FLattenPVT, arch=dict(SMALL_WIDTHS, depths=[1, 1, 1, 1])
+                 ).stages[0].blocks[0].attn
+    q, k = torch.randn(3, 32), torch.randn(50, 32)
+    # Keys summarised 7 at a time (8 chunks, the last short) or all at once.
+    for chunk in (7, 50):
+        rows = keys_first_rows(
+            split_heads(attn.focus(q[None])[0], 2),
+            split_heads(attn.focus(k[None])[0], 2),
+            lambda keys, values: focused_key_value_summary(keys, values, 50),
+            focused_normaliser, focused_attend, chunk)
+        torch.testing.assert_close(rows, focused_rows(attn, q, k))

@@ -103,14 +103,15 @@ def test_cli_compares_with_mmdet_swin(tmp_path, capsys):
     (images / 'README.txt').write_text('not an image')
     out = tmp_path / 'erf.png'
     tool.main([
-        'FLattenPVTv2:b0', 'mmdet.SwinTransformer', '--img',
-        str(images), '--max-images', '1', '--size', '64', '--out',
+        'FLattenPVTv2:b0', 'mmdet.SwinTransformer:tiny', '--img',
+        str(images), '--max-images', '1', '--shape', '64', '--out',
         str(out)
     ])
     assert cv2.imread(str(out)) is not None
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith('FLattenPVTv2:b0: stage 0: 50% in ')
-    assert any(line.startswith('mmdet.SwinTransformer: ') for line in lines)
+    assert any(
+        line.startswith('mmdet.SwinTransformer:tiny: ') for line in lines)
     with pytest.raises(SystemExit):
         tool.main(['L2ViT', '--img', str(images / 'README.txt'), '--out',
                    str(out)])

@@ -15,16 +15,29 @@ spec = importlib.util.spec_from_file_location(
 benchmark = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark)
 
-EXTRA_MODELS = '''
-MODELS = {
-    'tiny-l2vit': ('mmplugin_l2vit.L2ViT', dict(arch=dict(
-        embed_dims=[16, 32, 64, 128], depths=[2, 2, 2, 2],
-        num_heads=[1, 2, 4, 8], window_size=7))),
-    # Fails when built: 3 heads do not divide 16 channels.
-    'broken': ('mmplugin_l2vit.FLattenPVT', dict(arch=dict(
-        embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1],
-        num_heads=[3, 3, 3, 3]))),
-}
+# Another implementation, registered by a module the config imports.
+TOY_MODULE = '''
+from mmplugin_l2vit import L2ViT
+from mmplugin_l2vit.registry import MODELS
+
+
+@MODELS.register_module()
+class ToyL2ViT(L2ViT):
+
+    def __init__(self, **kwargs):
+        super().__init__(arch=dict(
+            embed_dims=[16, 32, 64, 128], depths=[2, 2, 2, 2],
+            num_heads=[1, 2, 4, 8], window_size=7), **kwargs)
+'''
+TOY_CONFIG = '''
+custom_imports = dict(imports=['toy_backbones'], allow_failed_imports=False)
+model = dict(backbone=dict(type='mmplugin_l2vit.ToyL2ViT'))
+'''
+# Fails when built: 3 heads do not divide 16 channels.
+BROKEN_CONFIG = '''
+model = dict(backbone=dict(type='mmplugin_l2vit.FLattenPVT', arch=dict(
+    embed_dims=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+    num_heads=[3, 3, 3, 3])))
 '''
 
 
@@ -39,28 +52,35 @@ def row(model, size, latency, memory, **variant):
         **variant)
 
 
-def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
-    extra = tmp_path / 'extra_models.py'
-    extra.write_text(EXTRA_MODELS)
+def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys,
+                                                   monkeypatch):
+    (tmp_path / 'toy_backbones.py').write_text(TOY_MODULE)
+    (tmp_path / 'toy.py').write_text(TOY_CONFIG)
+    (tmp_path / 'broken.py').write_text(BROKEN_CONFIG)
+    # The workers load the configs from the working directory and import
+    # the toy module from PYTHONPATH.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
     prefix = tmp_path / 'out' / 'bench'
     benchmark.main([
-        '--models', 'tiny-l2vit', 'broken', '--extra-models',
-        str(extra), '--sizes', '64', '64x96', '--mode', 'train', '--with-cp',
-        'both', '--threads', '1', '--warmup', '1', '--repeats', '2', '--out',
+        '--models', 'toy.py', 'broken.py', '--shape', '64', '--shape', '64',
+        '96', '--mode', 'train', '--with-cp', 'both', '--threads', '1',
+        '--warmup', '1', '--repeats', '2', '--out',
         str(prefix)
     ])
     results = json.loads((tmp_path / 'out' / 'bench.json').read_text())
     assert [(r['model'], r['size'], r['with_cp'])
-            for r in results] == [('tiny-l2vit', [64, 64], False),
-                                  ('tiny-l2vit', [64, 64], True),
-                                  ('broken', [64, 64], False),
-                                  ('broken', [64, 64], True),
-                                  ('tiny-l2vit', [64, 96], False),
-                                  ('tiny-l2vit', [64, 96], True),
-                                  ('broken', [64, 96], False),
-                                  ('broken', [64, 96], True)]
+            for r in results] == [('toy.py', [64, 64], False),
+                                  ('toy.py', [64, 64], True),
+                                  ('broken.py', [64, 64], False),
+                                  ('broken.py', [64, 64], True),
+                                  ('toy.py', [64, 96], False),
+                                  ('toy.py', [64, 96], True),
+                                  ('broken.py', [64, 96], False),
+                                  ('broken.py', [64, 96], True)]
     for r in results:
-        if r['model'] == 'broken':
+        if r['model'] == 'broken.py':
             assert r['status'].startswith('failed: ')
             assert 'divisible' in r['status']
             continue
@@ -80,8 +100,8 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys):
     plain, checkpointed = results[0]['gmacs'], results[1]['gmacs']
     assert checkpointed > plain * 1.1
     markdown = (tmp_path / 'out' / 'bench.md').read_text()
-    assert markdown.count('| tiny-l2vit |') == 4
-    assert markdown.count('| broken |') == 4
+    assert markdown.count('| toy.py |') == 4
+    assert markdown.count('| broken.py |') == 4
     assert 'pixels x1.50' in markdown
     for key in ('latency_ms', 'peak_mem_mb'):
         assert (tmp_path / 'out' / f'bench_{key}.png').stat().st_size > 1000
@@ -164,7 +184,7 @@ def test_rounds_take_turns_and_report_one_row(tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, 'measure', fake_measure)
     benchmark.main([
-        '--models', 'l2vit-t', 'swin-t', '--sizes', '224', '--rounds', '3',
+        '--models', 'l2vit-t', 'swin-t', '--shape', '224', '--rounds', '3',
         '--out',
         str(tmp_path / 'bench')
     ])
@@ -175,10 +195,17 @@ def test_rounds_take_turns_and_report_one_row(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--models', 'no-such-model'], "unknown models ['no-such-model']"),
+    (['--models', 'no-such-model'],
+     "unknown model 'no-such-model': 'no-such-model' is not a registered"),
+    (['--models', 'swin-t:small'], "'swin-t' is not a registered backbone"),
+    (['--models', 'mmdet.SwinTransformer:small'],
+     "mmdet.SwinTransformer archs known here: tiny; got 'small'"),
+    (['--models', 'missing.py'], "config file 'missing.py' does not exist"),
     (['--models', 'l2vit-t', '--baseline', 'swin-t'
       ], '--baseline swin-t is not one of --models'),
-    (['--sizes', '224xabc'], "bad size '224xabc'"),
+    (['--shape', '224', 'abc'], "--shape takes H or H W in pixels, got 'abc'"),
+    (['--shape', '224', '--shape', '1', '2', '3'],
+     '--shape takes H (square) or H W, got [1, 2, 3]'),
     (['--rounds', '0'], '--rounds must be at least 1, got 0'),
 ])
 def test_bad_arguments_are_refused(argv, message, capsys):
@@ -187,8 +214,11 @@ def test_bad_arguments_are_refused(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_extra_models_file_must_define_models(tmp_path):
-    extra = tmp_path / 'extra.py'
-    extra.write_text('PRESETS = {}\n')
-    with pytest.raises(SystemExit, match='must define a dict MODELS'):
-        benchmark.load_extra_models(str(extra))
+def test_models_are_named_as_in_every_tool():
+    args = benchmark.parse_args([
+        '--models', 'l2vit-t', 'FLattenSwin:tiny', 'pvt-t', '--shape', '224',
+        '--shape', '800', '1344'
+    ])
+    assert args.models == ['l2vit-t', 'FLattenSwin:tiny', 'pvt-t']
+    assert args.shape == [(224, 224), (800, 1344)]
+    assert benchmark.parse_args([]).shape == benchmark.DEFAULT_SHAPES

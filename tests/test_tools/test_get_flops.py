@@ -1,5 +1,6 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """MAC counts include the attention matmuls and match the spec's numbers."""
+import importlib.util
 import os.path as osp
 import subprocess
 import sys
@@ -88,3 +89,19 @@ def test_flatten_macs_match_spec(type_name, arch, spec_gmacs, head_in):
     # The spec counts the official model with its 1000-class head.
     assert (macs['total'] + head_in * 1000) / 1e9 == pytest.approx(
         spec_gmacs, abs=0.006)
+
+
+def test_cli_with_type_and_arch_counts_the_backbone(capsys):
+    spec = importlib.util.spec_from_file_location(
+        'get_flops_tool', osp.join(REPO, 'tools/analysis_tools/get_flops.py'))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.main(['FLattenPVTv2:b0', '--shape', '64', '48'])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == 'input shape: 1x3x64x48'
+    assert [line.split()[:2] for line in lines[2:]] == [[
+        'backbone', 'FLattenPVTv2'
+    ]]
+    with pytest.raises(SystemExit):
+        tool.main(['NoSuchNet:tiny'])
+    assert "cannot build 'NoSuchNet:tiny'" in capsys.readouterr().err

@@ -3,9 +3,15 @@
 of the machine's GEMM rate they reach, against input size.
 
     python tools/analysis_tools/benchmark.py \\
-        --models l2vit-t flatten-swin-t flatten-pvt-t swin-t pvt-t \\
-        --sizes 224 512 800x1344 1024 2048 --baseline swin-t \\
+        --models L2ViT:tiny flatten-swin-t flatten-pvt-t swin-t pvt-t \\
+        --shape 224 --shape 800 1344 --shape 2048 --baseline swin-t \\
         --out work_dirs/bench/fp32
+
+Models are named as in every tool of the plugin: a config file (its
+``model.backbone``), a registered ``TYPE[:ARCH]`` or a short name that
+stands for one (``l2vit-t`` is ``L2ViT:tiny``, ``swin-t`` mmdet's Swin-T;
+see ``mmplugin_l2vit.analysis.SHORT_NAMES``). ``--shape H [W]`` may be
+repeated; it defaults to 224, 512, 800x1344, 1024 and 2048.
 
 Each (model, size) runs in its own process, so a crash or an out-of-memory
 case is reported in the table instead of ending the sweep. Models are
@@ -21,10 +27,9 @@ After the table come the ratios a user compares: each model against
 ``--baseline`` at the same size, and each model's time and memory between
 consecutive sizes against the ratio of their pixels.
 
-``--extra-models FILE.py`` adds presets: the file defines a dict
-``MODELS = {name: (registry type, kwargs)}`` and registers any type it
-names (it is imported by every worker), e.g. to time another
-implementation side by side.
+Another implementation is timed side by side through a config file whose
+``custom_imports`` registers its type (the module must be importable, e.g.
+on ``PYTHONPATH``; every worker loads the config).
 
 Modes: ``infer`` (eval, no grad), ``train`` (forward + backward of the
 backbone) and ``det-train`` (a whole Mask R-CNN training step, 2 images,
@@ -42,33 +47,13 @@ import sys
 import time
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, REPO)
 
-# name -> (registry type, constructor arguments)
-MODELS = {
-    'l2vit-t': ('mmplugin_l2vit.L2ViT', dict(arch='tiny')),
-    'l2vit-s': ('mmplugin_l2vit.L2ViT', dict(arch='small')),
-    'l2vit-b': ('mmplugin_l2vit.L2ViT', dict(arch='base')),
-    'flatten-pvt-t': ('mmplugin_l2vit.FLattenPVT', dict(arch='tiny')),
-    'flatten-pvtv2-b0': ('mmplugin_l2vit.FLattenPVTv2', dict(arch='b0')),
-    'flatten-swin-t': ('mmplugin_l2vit.FLattenSwin', dict(arch='tiny')),
-    'flatten-cswin-t': ('mmplugin_l2vit.FLattenCSWin', dict(arch='tiny')),
-    'swin-t': ('mmdet.SwinTransformer',
-               dict(
-                   embed_dims=96,
-                   depths=[2, 2, 6, 2],
-                   num_heads=[3, 6, 12, 24],
-                   window_size=7)),
-    'pvt-t': ('mmdet.PyramidVisionTransformer', dict(num_layers=[2, 2, 2, 2])),
-    'pvtv2-b0': ('mmdet.PyramidVisionTransformerV2',
-                 dict(embed_dims=32, num_layers=[2, 2, 2, 2])),
-}
-DEFAULT_SIZES = ['224', '512', '800x1344', '1024', '2048']
+from mmplugin_l2vit import analysis  # noqa: E402
+
+DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1344), (1024, 1024),
+                  (2048, 2048)]
 DTYPES = dict(fp32=None, bf16='bfloat16', fp16='float16')
-
-
-def parse_size(text):
-    height, _, width = text.partition('x')
-    return int(height), int(width or height)
 
 
 # --------------------------------------------------------------------------
@@ -97,32 +82,8 @@ def _now(device):
     return time.perf_counter()
 
 
-def load_extra_models(path):
-    """Add the ``MODELS`` presets defined in the python file ``path``."""
-    import runpy
-    extra = runpy.run_path(path).get('MODELS')
-    if not isinstance(extra, dict):
-        raise SystemExit(f'{path} must define a dict MODELS = '
-                         '{name: (registry type, kwargs)}')
-    MODELS.update(extra)
-
-
-def _backbone_cfg(name, with_cp):
-    type_name, kwargs = MODELS[name]
-    cfg = dict(type=type_name, **kwargs)
-    if with_cp:
-        cfg['with_cp'] = True
-    return cfg
-
-
 def _build_backbone(name, device, with_cp=False):
-    import torch  # noqa: F401
-    from mmengine.registry import MODELS as ROOT
-
-    import mmplugin_l2vit  # noqa: F401
-    if MODELS[name][0].startswith('mmdet.'):
-        import mmdet.models  # noqa: F401  (registers the baselines)
-    return ROOT.build(_backbone_cfg(name, with_cp)).to(device)
+    return analysis.build_backbone(name, with_cp=with_cp).to(device)
 
 
 def _build_detector_step(name, size, device, with_cp):
@@ -131,14 +92,13 @@ def _build_detector_step(name, size, device, with_cp):
     from mmengine.hub import get_config
     from mmengine.registry import init_default_scope
 
-    import mmplugin_l2vit  # noqa: F401
+    backbone = _build_backbone(name, 'cpu')
     init_default_scope('mmdet')
     from mmdet.registry import MODELS as DET
     from mmdet.testing import demo_mm_inputs
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
-    backbone = _build_backbone(name, 'cpu')
-    cfg.model.backbone = _backbone_cfg(name, with_cp)
-    backbone.eval()  # mmdet's Swin.train() returns None: no chaining
+    cfg.model.backbone = dict(
+        analysis.backbone_config(name), with_cp=with_cp)
     with torch.no_grad():
         probe = backbone(torch.randn(1, 3, 64, 64))
     cfg.model.neck.in_channels = [o.shape[1] for o in probe]
@@ -161,8 +121,6 @@ def run_worker(spec):
     device, size = spec['device'], tuple(spec['size'])
     mode = spec['mode']
     dtype = DTYPES[spec['dtype']]
-    if spec['extra_models']:
-        load_extra_models(spec['extra_models'])
     result = dict(spec, gemm_gflops=_gemm_gflops(device))
     gc.collect()
     if mode == 'det-train':
@@ -180,7 +138,6 @@ def run_worker(spec):
 
     if spec['compile']:
         model.forward = torch.compile(model.forward)
-    from mmplugin_l2vit.analysis import count_macs_of, peak_activation_memory
 
     def timed_step():
         context = (
@@ -194,7 +151,7 @@ def run_worker(spec):
             # peak above the baseline is activation memory only.
             model.zero_grad(set_to_none=False)
 
-    result['gmacs'] = count_macs_of(timed_step)['total'] / 1e9
+    result['gmacs'] = analysis.count_macs_of(timed_step)['total'] / 1e9
     for _ in range(spec['warmup']):
         timed_step()
     times = []
@@ -211,7 +168,7 @@ def run_worker(spec):
         timed_step()
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
-        peak = peak_activation_memory(model, timed_step)
+        peak = analysis.peak_activation_memory(model, timed_step)
     result.update(
         status='ok',
         latency_ms=latency * 1e3,
@@ -276,7 +233,7 @@ HEADER = (f'{"model":<18}{"size":>10}{"mode":>10}{"dtype":>6}'
 
 
 def size_text(r):
-    return 'x'.join(map(str, r['size']))
+    return 'x'.join(str(side) for side in r['size'])
 
 
 def format_row(r):
@@ -413,14 +370,12 @@ def parse_args(argv=None):
         '--models',
         nargs='+',
         default=['l2vit-t'],
-        help=f'presets: {", ".join(sorted(MODELS))} (and '
-        'those of --extra-models)')
-    parser.add_argument(
-        '--extra-models',
-        help='python file defining more '
-        'presets in a dict MODELS')
-    parser.add_argument(
-        '--sizes', nargs='+', default=DEFAULT_SIZES, help='H or HxW')
+        help='backbones, each ' + analysis.BACKBONE_HELP)
+    analysis.add_shape_argument(
+        parser,
+        'input size H (square) or H W; repeat for more sizes (default: '
+        f'{", ".join(map(analysis.shape_text, DEFAULT_SHAPES))})',
+        repeatable=True)
     parser.add_argument(
         '--baseline',
         help='a model of --models to report '
@@ -458,21 +413,18 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return args
-    if args.extra_models:
-        load_extra_models(args.extra_models)
-    unknown = sorted(set(args.models) - set(MODELS))
-    if unknown:
-        parser.error(f'unknown models {unknown}; presets: '
-                     f'{", ".join(sorted(MODELS))}')
+    for name in args.models:
+        try:
+            analysis.backbone_config(name)
+        except (OSError, KeyError, ValueError) as error:
+            parser.error(f'unknown model {name!r}: {error}')
+    args.shape = (
+        DEFAULT_SHAPES
+        if args.shape is None else analysis.parse_shapes(parser, args.shape))
     if args.rounds < 1:
         parser.error(f'--rounds must be at least 1, got {args.rounds}')
     if args.baseline and args.baseline not in args.models:
         parser.error(f'--baseline {args.baseline} is not one of --models')
-    for text in args.sizes:
-        try:
-            parse_size(text)
-        except ValueError:
-            parser.error(f'bad size {text!r}: use H or HxW')
     return args
 
 
@@ -486,11 +438,11 @@ def main(argv=None):
     print(HEADER, flush=True)
     # Size by size, so that the models compared at one size run close in
     # time, under the same load.
-    for text in args.sizes:
+    for shape in args.shape:
         specs = [
             dict(
                 model=name,
-                size=parse_size(text),
+                size=shape,
                 mode=args.mode,
                 dtype=args.dtype,
                 device=args.device,
@@ -498,9 +450,7 @@ def main(argv=None):
                 with_cp=with_cp,
                 threads=args.threads,
                 warmup=args.warmup,
-                repeats=args.repeats,
-                extra_models=args.extra_models
-                and osp.abspath(args.extra_models)) for name in args.models
+                repeats=args.repeats) for name in args.models
             for with_cp in cp_options[args.with_cp]
             for compiled in ([False, True] if args.compile else [False])
         ]

@@ -2,15 +2,15 @@
 """Draw the effective receptive field of each stage's centre output.
 
     python tools/analysis_tools/effective_receptive_field.py \\
-        L2ViT:tiny FLattenSwin:tiny mmdet.SwinTransformer \\
-        --img demo_data/coco/val --max-images 4 --size 512 --out erf.png
+        L2ViT:tiny FLattenSwin:tiny mmdet.SwinTransformer:tiny \\
+        --img demo_data/coco/val --max-images 4 --shape 512 --out erf.png
 
-For each backbone (a config file, or a registered type with an optional
-arch) and stage, the gradient of the centre pixel of the stage's output,
+For each backbone (a config file, or a registered ``TYPE[:ARCH]``) and
+stage, the gradient of the centre pixel of the stage's output,
 summed over channels, with respect to the input image is averaged over the
 images and drawn as a log-scaled heat map (Luo et al., 2016). One line per
 backbone gives the share of the image that holds 50% and 90% of the
-gradient mass. ``mmdet.SwinTransformer`` (Swin-T) is there for comparison.
+gradient mass. ``mmdet.SwinTransformer:tiny`` is there for comparison.
 ``--checkpoint`` takes one file per backbone, ``none`` for random weights;
 random weights are said on the picture.
 """
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     parser.add_argument(
         'backbones',
         nargs='+',
-        help='config files, or registered type[:arch]')
+        help='one or more of: ' + analysis.BACKBONE_HELP)
     parser.add_argument(
         '--checkpoint',
         nargs='+',
@@ -65,18 +65,14 @@ def parse_args(argv=None):
         default=2,
         help='average over at most this many images (default: 2, under a '
         'minute at 512x512 for a Tiny backbone on two CPU cores)')
-    parser.add_argument(
-        '--size',
-        type=int,
-        nargs='+',
-        help='resize every image to H (square) or H W; default: the size '
-        'of the first image')
+    analysis.add_shape_argument(
+        parser, 'resize every image to H (square) or H W; default: the '
+        'size of the first image')
     parser.add_argument('--out', required=True, help='output PNG')
     parser.add_argument(
         '--seed', type=int, default=0, help='seed of random weights')
     args = parser.parse_args(argv)
-    if args.size is not None and len(args.size) not in (1, 2):
-        parser.error('--size takes H or H W')
+    args.shape = analysis.parse_shape(parser, args.shape)
     if args.checkpoint is None:
         args.checkpoint = ['none'] * len(args.backbones)
     if len(args.checkpoint) != len(args.backbones):
@@ -141,8 +137,7 @@ def main(argv=None):
         parser.error(str(error))
     if not images:
         parser.error(f'no images found in {args.img}')
-    size = images[0].shape[:2] if args.size is None else tuple(
-        (args.size * 2)[:2])
+    shape = args.shape or images[0].shape[:2]
     fields, random_weights = [], []
     for spec, checkpoint in zip(args.backbones, args.checkpoint):
         checkpoint = None if checkpoint == 'none' else checkpoint
@@ -151,20 +146,22 @@ def main(argv=None):
         start = time.perf_counter()
         torch.manual_seed(args.seed)
         try:
-            backbone, normalisation = analysis.build_backbone(
+            backbone = analysis.build_backbone(
                 spec, checkpoint, all_outputs=True)
+            normalisation = analysis.image_normalisation(spec)
         except (OSError, KeyError, ValueError) as error:
             parser.error(f'cannot build {spec!r}: {error}')
         tensors = (
-            analysis.image_to_tensor(image, size, **normalisation)
+            analysis.image_to_tensor(image, shape, **normalisation)
             for image in images)
         fields.append(analysis.effective_receptive_field(backbone, tensors))
         print(analysis.summary_line(spec, fields[-1]) +
               f' ({time.perf_counter() - start:.1f}s)')
     fractions = ' / '.join(f'{f:.0%}' for f in analysis.MASS_FRACTIONS)
     header = (f'effective receptive field of each stage\'s centre output, '
-              f'{len(images)} image(s) at {size[0]}x{size[1]}; titles: share '
-              f'of the image holding {fractions} of the gradient mass')
+              f'{len(images)} image(s) at {analysis.shape_text(shape)}; '
+              f'titles: share of the image holding {fractions} of the '
+              'gradient mass')
     draw(args.backbones, fields, header, random_weights, args.out)
     print(f'saved {args.out}')
 

@@ -1,12 +1,13 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Count the parameters and MACs of a backbone (and neck), attention
-matmuls included.
+"""Count the parameters and MACs of a backbone, attention matmuls included.
 
     python tools/analysis_tools/get_flops.py configs/mask_rcnn_l2vit.py \\
         --shape 800 1333
-    python tools/analysis_tools/get_flops.py --backbone L2ViT --arch tiny \\
-        --shape 224
+    python tools/analysis_tools/get_flops.py L2ViT:tiny --shape 224
 
+The backbone is a config file (its ``model.backbone``, and its
+``model.neck`` unless ``--no-neck``: both are counted) or a registered
+``TYPE[:ARCH]``.
 mmcv-style module counters miss the matmuls of linear attention; this
 counts at the operator level (see ``mmplugin_l2vit.analysis``).
 """
@@ -19,61 +20,49 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-import mmplugin_l2vit  # noqa: E402,F401
-from mmplugin_l2vit.analysis import count_macs  # noqa: E402
+from mmplugin_l2vit import analysis  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('config', nargs='?', help='model config file')
+    parser.add_argument('backbone', help=analysis.BACKBONE_HELP)
+    analysis.add_shape_argument(
+        parser, 'input size: H (square) or H W (default: 224)')
     parser.add_argument(
-        '--backbone', help="a registered backbone type, e.g. 'L2ViT'")
-    parser.add_argument('--arch', default='tiny', help='with --backbone')
-    parser.add_argument(
-        '--shape', type=int, nargs='+', default=[224],
-        help='input size: H (square) or H W')
-    parser.add_argument(
-        '--no-neck', action='store_true', help='count the backbone only')
+        '--no-neck', action='store_true', help="count a config's backbone "
+        'only')
     args = parser.parse_args(argv)
-    if (args.config is None) == (args.backbone is None):
-        parser.error('give either a config or --backbone')
-    if len(args.shape) not in (1, 2):
-        parser.error('--shape takes H or H W')
-    return args
+    args.shape = analysis.parse_shape(parser, args.shape) or (224, 224)
+    return parser, args
 
 
-def build_parts(args):
-    """Return ``[(name, module)]`` to count, fed one after the other."""
-    from mmplugin_l2vit.registry import MODELS
-    if args.backbone is not None:
-        return [('backbone', MODELS.build(
-            dict(type=f'mmplugin_l2vit.{args.backbone}', arch=args.arch)))]
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(args.config)
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    model_cfg = cfg.model
-    # The architecture is counted, so no checkpoint is downloaded.
-    model_cfg.backbone.pop('init_cfg', None)
-    parts = [('backbone', MODELS.build(model_cfg.backbone))]
-    if 'neck' in model_cfg and not args.no_neck:
-        parts.append(('neck', MODELS.build(model_cfg.neck)))
+def build_parts(spec, with_neck):
+    """Return ``[(name, module)]`` to count, fed one after the other, in
+    eval mode."""
+    parts = [('backbone', analysis.build_backbone(spec))]
+    cfg = analysis.load_model_config(spec)
+    if with_neck and cfg is not None and 'neck' in cfg.model:
+        from mmplugin_l2vit.registry import MODELS
+        parts.append(('neck', MODELS.build(cfg.model.neck).eval()))
     return parts
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    height, width = (args.shape * 2)[:2]
+    parser, args = parse_args(argv)
+    height, width = args.shape
     x = torch.randn(1, 3, height, width)
+    try:
+        parts = build_parts(args.backbone, not args.no_neck)
+    except (OSError, KeyError, ValueError) as error:
+        parser.error(f'cannot build {args.backbone!r}: {error}')
     rows = []
-    for name, module in build_parts(args):
-        module.eval()
-        macs = count_macs(module, x)
+    for name, module in parts:
+        macs = analysis.count_macs(module, x)
         params = sum(p.numel() for p in module.parameters())
         rows.append((name, type(module).__name__, params, macs['total']))
         with torch.no_grad():
             x = module(x)
-    print(f'input shape: 1x3x{height}x{width}')
+    print(f'input shape: 1x3x{analysis.shape_text(args.shape)}')
     print(f'{"part":<10}{"type":<22}{"params":>12}{"GMACs":>10}')
     for name, type_name, params, macs in rows:
         print(f'{name:<10}{type_name:<22}{params / 1e6:>11.2f}M'

@@ -2,13 +2,15 @@
 """Draw the attention weights of query positions over an image, per head.
 
     python tools/analysis_tools/visualize_attention.py L2ViT:tiny \\
-        --img demo.jpg --layer 2.1 --query 256,256 --out attention.png
+        --img demo.jpg --layer 2.1 --query 256,256 --shape 512 \\
+        --out attention.png
     python tools/analysis_tools/visualize_attention.py CONFIG \\
         --checkpoint CKPT --img demo.jpg --layer 0.1 --query 100,80 \\
         --compare --out compare.png
 
 The backbone is a config file (its ``model.backbone``) or a registered
-type with an optional arch (``FLattenSwin:small``). ``--layer STAGE.BLOCK``
+``TYPE[:ARCH]`` (``FLattenSwin:small``). ``--shape H [W]`` resizes the
+image before the backbone. ``--layer STAGE.BLOCK``
 counts from 0; a wrong one is refused with the list of valid layers and
 their kinds. ``--query X,Y`` is a pixel of the image as read (repeatable).
 Each panel shows one head's row over all keys (window softmax, ReLU linear
@@ -58,8 +60,7 @@ def parse_args(argv=None):
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='\n'.join(__doc__.splitlines()[1:]))
-    parser.add_argument(
-        'backbone', help="config file, or registered type[:arch]")
+    parser.add_argument('backbone', help=analysis.BACKBONE_HELP)
     parser.add_argument('--checkpoint', help='backbone or model checkpoint')
     parser.add_argument('--img', required=True, help='image file')
     parser.add_argument(
@@ -70,11 +71,8 @@ def parse_args(argv=None):
         action='append',
         type=query_point,
         help='X,Y pixel of the image (repeat for several queries)')
-    parser.add_argument(
-        '--size',
-        type=int,
-        nargs='+',
-        help='resize the image to H (square) or H W before the backbone')
+    analysis.add_shape_argument(
+        parser, 'resize the image to H (square) or H W before the backbone')
     parser.add_argument(
         '--compare',
         action='store_true',
@@ -83,8 +81,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--seed', type=int, default=0, help='seed of random weights')
     args = parser.parse_args(argv)
-    if args.size is not None and len(args.size) not in (1, 2):
-        parser.error('--size takes H or H W')
+    args.shape = analysis.parse_shape(parser, args.shape)
     return parser, args
 
 
@@ -152,12 +149,11 @@ def main(argv=None):
         parser.error(str(error))
     torch.manual_seed(args.seed)
     try:
-        backbone, normalisation = analysis.build_backbone(
-            args.backbone, args.checkpoint)
+        backbone = analysis.build_backbone(args.backbone, args.checkpoint)
+        normalisation = analysis.image_normalisation(args.backbone)
     except (OSError, KeyError, ValueError) as error:
         parser.error(f'cannot build {args.backbone!r}: {error}')
-    size = None if args.size is None else tuple((args.size * 2)[:2])
-    x = analysis.image_to_tensor(image, size, **normalisation)
+    x = analysis.image_to_tensor(image, args.shape, **normalisation)
     in_height, in_width = x.shape[-2:]
     height, width = image.shape[:2]
     points = [(px * in_width // width, py * in_height // height)
