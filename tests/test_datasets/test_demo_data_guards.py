@@ -2,13 +2,13 @@
 """The demo generator writes only into an empty directory (or empties it
 with ``overwrite``), refuses negative counts and an empty path; run_demo.py
 reuses complete data and regenerates what an interrupted run left."""
-import importlib.util
 import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
+from repo_scripts import load_script
 
 from mmplugin_l2vit.datasets import generate_demo_data
 
@@ -106,16 +106,8 @@ def test_cli(tmp_path):
     assert 'empty path' in empty.stderr
 
 
-def load_run_demo():
-    spec = importlib.util.spec_from_file_location(
-        'run_demo', osp.join(REPO, 'tools', 'misc', 'run_demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_run_demo_data_reused_or_regenerated(tmp_path, monkeypatch):
-    run_demo = load_run_demo()
+    run_demo = load_script('tools/misc/run_demo.py')
     calls = []
 
     def small_generate(out_dir, overwrite=False):

@@ -4,7 +4,6 @@ is reported before the first iteration, naming both lists: by
 :func:`mmplugin_l2vit.check_model_channels` and by tools/train.py and
 tools/test.py."""
 import importlib
-import importlib.util
 import os.path as osp
 import re
 
@@ -15,6 +14,7 @@ from conftest import SMALL_ARCH
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
+from repo_scripts import load_script
 
 from mmplugin_l2vit import L2ViT, check_model_channels
 
@@ -126,14 +126,6 @@ def test_wrappers_are_looked_into():
         check_model_channels(DetTTAModel(module=model))
 
 
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'l2vit_tools_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def never_run(monkeypatch):
     """Fails if the runner starts training or testing."""
@@ -153,7 +145,7 @@ def test_train_tool_reports_before_training(tmp_path, never_run):
             SystemExit,
             match=r'^the neck FPN takes in_channels \[96, 192, 384, 768\] '
             r'but the backbone L2ViT outputs \[32, 64, 128, 256\]'):
-        load_tool('train').main([
+        load_script('tools/train.py').main([
             DET_CONFIG, '--work-dir',
             str(tmp_path), '--cfg-options',
             'model.backbone.arch.depths=[1,1,1,1]', *WRONG_NECK
@@ -164,7 +156,7 @@ def test_test_tool_reports_before_testing(tmp_path, never_run):
     checkpoint = tmp_path / 'any.pth'
     torch.save(dict(state_dict={}, meta={}), checkpoint)
     with pytest.raises(SystemExit, match=r'^the neck FPN takes in_channels'):
-        load_tool('test').main([
+        load_script('tools/test.py').main([
             DET_CONFIG,
             str(checkpoint), '--work-dir',
             str(tmp_path), '--cfg-options',

@@ -3,13 +3,13 @@
 garbage, dangling, naming a broken file) resumes from the newest intact
 checkpoint and says so; ``--resume CKPT`` of a file that is not an intact
 Runner checkpoint stops with one line naming the newest intact one."""
-import importlib.util
 import os
 import os.path as osp
 
 import pytest
 import torch
 from mmengine.runner import Runner
+from repo_scripts import load_script
 
 from mmplugin_l2vit.datasets import generate_demo_data
 
@@ -17,16 +17,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(REPO, 'configs', 'demo',
                       'mask-rcnn_l2vit-demo_shapes.py')
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'l2vit_tools_train', osp.join(REPO, 'tools', 'train.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = load_tool()
+TOOL = load_script('tools/train.py')
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 or a checkpoint of another model, ``load_from`` another model in
 ``tools/train.py``, and the converters given an official file that lacks
 part of the network."""
-import importlib.util
 import os.path as osp
 import re
 import subprocess
@@ -19,6 +18,7 @@ from l2vit_reference import official_state_dict
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import IterBasedTrainLoop
+from repo_scripts import load_script
 
 from mmplugin_l2vit import FLattenSwin
 from mmplugin_l2vit.datasets import generate_demo_data
@@ -30,16 +30,8 @@ CONVERTERS = osp.join(REPO, 'tools', 'model_converters')
 DIMS, HEADS = [32, 64, 128, 256], [1, 2, 4, 8]
 TINY = ['model.backbone.arch.depths=[1,1,1,1]']
 
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        f'l2vit_tools_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TEST_TOOL, TRAIN_TOOL = load_tool('test'), load_tool('train')
+TEST_TOOL = load_script('tools/test.py')
+TRAIN_TOOL = load_script('tools/train.py')
 
 
 @pytest.fixture(scope='module')
@@ -149,9 +141,7 @@ def test_load_from_another_model_refused_by_train(tmp_path, coco_root,
     steps = []
     monkeypatch.setattr(IterBasedTrainLoop, 'run_iter',
                         lambda loop, batch: steps.append(batch))
-    with pytest.raises(
-            SystemExit,
-            match=rf'^{path}: L2ViT: only \d+ of its'):
+    with pytest.raises(SystemExit, match=rf'^{path}: L2ViT: only \d+ of its'):
         TRAIN_TOOL.main([
             DET_CONFIG, '--work-dir',
             str(tmp_path / 'work'), '--cfg-options', *TINY,
