@@ -6,6 +6,7 @@ applies the fixes today's stack needs (see :mod:`.runtime`): weights-only
 ``torch.load`` of OpenMMLab and official checkpoints, distributed training
 on CPU-only hosts, atomic checkpoint writes.
 """
+from .checks import check_model_channels, explain_load_error
 from .models import *  # noqa: F401,F403,E402  (registers the backbones)
 from .registry import register_into_downstream
 from .runtime import apply_stack_fixes
@@ -14,4 +15,4 @@ from .version import __version__
 apply_stack_fixes()
 register_into_downstream()
 
-__all__ = ['__version__']
+__all__ = ['__version__', 'check_model_channels', 'explain_load_error']

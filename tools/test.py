@@ -9,6 +9,12 @@ a directory of label maps for mmseg); ``--show-dir`` saves drawn results
 under the work dir (a relative DIR): mmdet in ``WORK_DIR/TIMESTAMP/DIR``,
 mmseg in ``WORK_DIR/DIR/vis_data/vis_image``, mmpretrain in
 ``WORK_DIR/DIR``.
+
+A checkpoint that would leave most backbone weights unloaded (an official
+release file, another model's checkpoint) and a neck or head whose
+``in_channels`` do not match the backbone's outputs
+(:func:`mmplugin_l2vit.check_model_channels`) end the run with a one-line
+message before the first test iteration.
 """
 import argparse
 import os
@@ -21,7 +27,10 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-import mmplugin_l2vit  # noqa: E402,F401
+from mmplugin_l2vit import check_model_channels  # noqa: E402
+from mmplugin_l2vit import explain_load_error  # noqa: E402
+from mmplugin_l2vit.models.converters import \
+    CheckpointFormatError  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -132,7 +141,14 @@ def main(argv=None):
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
     if dump is not None:
         runner.test_evaluator.metrics.append(dump)
-    runner.test()
+    try:
+        check_model_channels(runner.model)
+    except ValueError as error:
+        raise SystemExit(str(error))
+    try:
+        runner.test()
+    except CheckpointFormatError as error:
+        raise SystemExit(explain_load_error(args.checkpoint, error))
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ arguments write byte-identical files.
 import json
 import os
 import os.path as osp
+import shutil
 from typing import Dict, List, Tuple
 
 import cv2
@@ -197,17 +198,58 @@ def semantic_labels(instance_map: np.ndarray,
     return lookup[instance_map]
 
 
+def prepare_output_dir(out_dir: str, overwrite: bool = False) -> None:
+    """Make ``out_dir`` an empty directory for a new dataset.
+
+    Stale files from an earlier run would be read as part of the new
+    dataset (the ADE layout is a directory listing), so a directory that
+    holds anything is refused unless ``overwrite``, which empties it first.
+    It never empties the filesystem root, the home directory or a directory
+    that holds the current one.
+
+    Raises:
+        ValueError: For an empty path.
+        FileExistsError: For a non-empty directory without ``overwrite``,
+            or a path that is not a directory.
+    """
+    if not out_dir:
+        raise ValueError('the output directory is an empty path; name one')
+    if osp.exists(out_dir) and not osp.isdir(out_dir):
+        raise FileExistsError(f'{out_dir} exists and is not a directory')
+    if osp.isdir(out_dir) and os.listdir(out_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f'{out_dir} is not empty: its files would mix with the new '
+                'dataset; pass overwrite=True (--overwrite) to empty it '
+                'first, or name another directory')
+        target = osp.realpath(out_dir)
+        protected = (osp.realpath(os.sep), osp.realpath(osp.expanduser('~')))
+        if target in protected or osp.realpath(os.getcwd()).startswith(
+                osp.join(target, '')):
+            raise ValueError(f'refusing to empty {out_dir}: it is the root, '
+                             'the home directory or holds the current one')
+        for name in os.listdir(out_dir):
+            path = osp.join(out_dir, name)
+            if osp.isdir(path) and not osp.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    os.makedirs(out_dir, exist_ok=True)
+
+
 def generate_demo_data(out_dir: str,
                        seed: int = 0,
                        num_train: int = DEFAULT_NUM_TRAIN,
                        num_val: int = DEFAULT_NUM_VAL,
                        size: int = DEFAULT_SIZE,
                        max_objects: int = 5,
-                       min_visible: float = 0.6) -> Dict[str, str]:
+                       min_visible: float = 0.6,
+                       overwrite: bool = False) -> Dict[str, str]:
     """Write the COCO-style and ADE-style shape datasets under ``out_dir``.
 
     Args:
-        out_dir (str): Output directory (created if missing).
+        out_dir (str): Output directory: created if missing, refused if it
+            holds anything unless ``overwrite``.
         seed (int): Seed of the whole dataset. Default: 0.
         num_train (int): Training scenes. Default: DEFAULT_NUM_TRAIN.
         num_val (int): Validation scenes. Default: DEFAULT_NUM_VAL.
@@ -216,12 +258,18 @@ def generate_demo_data(out_dir: str,
         max_objects (int): Most shapes per scene. Default: 5.
         min_visible (float): Smallest visible fraction of an occluded
             shape. Default: 0.6.
+        overwrite (bool): Empty a non-empty ``out_dir`` first (see
+            :func:`prepare_output_dir`). Default: False.
 
     Returns:
         dict: The roots of the two datasets, ``coco`` and ``ade``.
     """
     if size < 32:
         raise ValueError(f'size must be at least 32, got {size}')
+    for name, count in (('num_train', num_train), ('num_val', num_val)):
+        if count < 0:
+            raise ValueError(f'{name} must be at least 0, got {count}')
+    prepare_output_dir(out_dir, overwrite)
     coco_root = osp.join(out_dir, 'coco')
     ade_root = osp.join(out_dir, 'ade')
     os.makedirs(osp.join(coco_root, 'annotations'), exist_ok=True)

@@ -4,9 +4,10 @@
     python tools/misc/run_demo.py [--task det|seg] [--work-dir DIR]
         [--data-root DIR] [--threads 1]
 
-Generates the data if missing (tools/misc/generate_demo_data.py),
-evaluates the untrained model with tools/test.py, trains with
-tools/train.py, evaluates the final checkpoint with tools/test.py and
+Generates the data if missing (tools/misc/generate_demo_data.py; what an
+interrupted generation left is regenerated, a directory holding other
+files refused), evaluates the untrained model with tools/test.py, trains
+with tools/train.py, evaluates the final checkpoint with tools/test.py and
 prints untrained vs trained metrics. Everything runs in this process on
 the CPU (``--threads`` torch threads; 1 is the fastest on a busy machine).
 """
@@ -14,6 +15,7 @@ import argparse
 import glob
 import importlib.util
 import json
+import os
 import os.path as osp
 import sys
 import time
@@ -73,8 +75,14 @@ def ensure_data(data_root):
     if all(osp.exists(path) for path in expected):
         print(f'Using the demo data in {data_root}')
         return
+    # Only what an interrupted earlier generation leaves (coco/, ade/) is
+    # emptied; the generator refuses a directory holding anything else.
+    leftovers = set(os.listdir(data_root)) if osp.isdir(data_root) else set()
     start = time.perf_counter()
-    generate_demo_data(data_root)
+    try:
+        generate_demo_data(data_root, overwrite=leftovers <= {'coco', 'ade'})
+    except (ValueError, OSError) as error:
+        raise SystemExit(f'--data-root: {error}')
     print(f'Generated the demo data in {data_root} '
           f'({time.perf_counter() - start:.1f}s)')
 

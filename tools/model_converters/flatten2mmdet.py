@@ -7,7 +7,8 @@
 The result loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``
 on the family's backbone (``FLattenPVT``, ``FLattenPVTv2``, ``FLattenSwin``,
 ``FLattenCSWin``); the official file loads there directly too. A checkpoint
-of another family is refused.
+of another family, or one that lacks part of the network (a stage, a block,
+a tensor of one), is refused and nothing is written.
 """
 import argparse
 import os.path as osp
@@ -16,14 +17,14 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))))
 
-import mmplugin_l2vit  # noqa: E402,F401  (allow-lists checkpoint classes)
+import mmplugin_l2vit  # noqa: E402  (also allow-lists checkpoint classes)
 from mmplugin_l2vit.models import converters  # noqa: E402
 
 FAMILIES = dict(
-    pvt=converters.FLATTEN_PVT_CONVERTER,
-    pvt_v2=converters.FLATTEN_PVT_V2_CONVERTER,
-    swin=converters.FLATTEN_SWIN_CONVERTER,
-    cswin=converters.FLATTEN_CSWIN_CONVERTER)
+    pvt=mmplugin_l2vit.FLattenPVT,
+    pvt_v2=mmplugin_l2vit.FLattenPVTv2,
+    swin=mmplugin_l2vit.FLattenSwin,
+    cswin=mmplugin_l2vit.FLattenCSWin)
 
 
 def parse_args(argv=None):

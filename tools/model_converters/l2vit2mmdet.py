@@ -5,6 +5,8 @@
 
 The result loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``
 on an ``L2ViT`` backbone (the official file loads there directly too).
+A file that lacks part of the network (a stage, a block, a tensor of one)
+is refused with the list of what is missing, and nothing is written.
 ``--mmpretrain`` writes ``backbone.*`` plus the classifier as ``head.fc.*``
 for an mmpretrain ``ImageClassifier`` with a ``LinearClsHead``.
 """
@@ -17,8 +19,9 @@ sys.path.insert(0,
 
 # isort: off
 import mmplugin_l2vit  # noqa: E402,F401  (allow-lists checkpoint classes)
-from mmplugin_l2vit.models.converters import (  # noqa: E402
-    L2VIT_CONVERTER, convert_checkpoint_file)
+from mmplugin_l2vit import L2ViT  # noqa: E402
+from mmplugin_l2vit.models.converters import \
+    convert_checkpoint_file  # noqa: E402
 # isort: on
 
 
@@ -42,8 +45,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        count = convert_checkpoint_file(args.src, args.dst, L2VIT_CONVERTER,
-                                        args.ema, args.mmpretrain)
+        count = convert_checkpoint_file(args.src, args.dst, L2ViT, args.ema,
+                                        args.mmpretrain)
     except ValueError as error:  # CheckpointFormatError included
         sys.exit(f'{args.src}: {error}')
     print(f'wrote {count} tensors to {args.dst}')

@@ -212,6 +212,10 @@ class FLattenCSWin(HierarchicalBackbone):
         pos_resize_mode (str): ``'bilinear'`` or ``'bicubic'``
             (``align_corners=False``): how the positional encodings are
             resized to other grids. Default: ``'bilinear'``.
+        allow_partial_load (bool): Load a checkpoint that holds fewer than
+            half of the backbone's weights (with their shapes); by default
+            it is refused with a ``CheckpointFormatError``, since random
+            weights would pass for trained ones. Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` for an
             official or converted checkpoint. Default: None.
@@ -254,17 +258,15 @@ class FLattenCSWin(HierarchicalBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pos_resize_mode: str = 'bilinear',
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, init_cfg)
+                         norm_eval, with_cp, init_cfg, allow_partial_load)
         check_pos_resize_mode(pos_resize_mode)
         settings = self.arch_settings
         self.embed_dims = list(settings['embed_dims'])
         depths = settings['depths']
         num_heads = settings['num_heads']
-        if num_heads[2] % 2:
-            raise ValueError('the cross-shaped stage 3 splits its heads '
-                             f'into two branches; got {num_heads[2]} heads')
         dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
 
         self.stem = CSwinStem(in_channels, self.embed_dims[0])
@@ -306,6 +308,15 @@ class FLattenCSWin(HierarchicalBackbone):
                 for key, value in arch.items()
             }
         return super()._resolve_arch(arch)
+
+    @classmethod
+    def _check_family_arch(cls, settings: dict) -> None:
+        heads = settings['num_heads'][2]
+        if heads % 2:
+            raise ValueError(
+                f"{cls.__name__} arch 'num_heads' must be even in stage 3 "
+                '(its cross-shaped attention splits the heads into two '
+                f'branches), got {heads} heads')
 
     def init_weights(self):
         """Initialise as the official model (truncated-normal linears, unit

@@ -193,9 +193,10 @@ class FLattenPVTBase(HierarchicalBackbone):
                  norm_eval: bool,
                  with_cp: bool,
                  pos_resize_mode: str,
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, init_cfg)
+                         norm_eval, with_cp, init_cfg, allow_partial_load)
         check_pos_resize_mode(pos_resize_mode)
         self.pos_resize_mode = pos_resize_mode
         self.embed_dims = list(self.arch_settings['embed_dims'])
@@ -314,6 +315,10 @@ class FLattenPVT(FLattenPVTBase):
             False returns the stage tokens as the official model computes
             them (its classification head takes them unnormalised).
             Default: True.
+        allow_partial_load (bool): Load a checkpoint that holds fewer than
+            half of the backbone's weights (with their shapes); by default
+            it is refused with a ``CheckpointFormatError``, since random
+            weights would pass for trained ones. Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` for an
             official or converted checkpoint. Default: None.
@@ -337,9 +342,11 @@ class FLattenPVT(FLattenPVTBase):
                  pos_resize_mode: str = 'bilinear',
                  pad_to_patch: bool = True,
                  norm_outputs: bool = True,
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, pos_resize_mode, init_cfg)
+                         norm_eval, with_cp, pos_resize_mode,
+                         allow_partial_load, init_cfg)
         self.pad_to_patch = pad_to_patch
         self._build_layers(drop_path_rate)
         if norm_outputs:
@@ -406,6 +413,10 @@ class FLattenPVTv2(FLattenPVTBase):
         pos_resize_mode (str): ``F.interpolate`` mode (``align_corners=
             False``) used to resize ``positional_encoding`` to other grids.
             Default: ``'bilinear'``.
+        allow_partial_load (bool): Load a checkpoint that holds fewer than
+            half of the backbone's weights (with their shapes); by default
+            it is refused with a ``CheckpointFormatError``, since random
+            weights would pass for trained ones. Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` for an
             official or converted checkpoint. Default: None.
@@ -439,9 +450,11 @@ class FLattenPVTv2(FLattenPVTBase):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pos_resize_mode: str = 'bilinear',
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, pos_resize_mode, init_cfg)
+                         norm_eval, with_cp, pos_resize_mode,
+                         allow_partial_load, init_cfg)
         self._build_layers(drop_path_rate)
         for i, channels in enumerate(self.embed_dims):
             self.add_module(f'norm{i}', nn.LayerNorm(channels, eps=1e-6))

@@ -215,6 +215,10 @@ class FLattenSwin(HierarchicalBackbone):
             resizes it at run time; bilinear is how it resizes position
             tables at run time elsewhere (PVT), bicubic how it resizes them
             when loading for fine-tuning. Default: ``'bilinear'``.
+        allow_partial_load (bool): Load a checkpoint that holds fewer than
+            half of the backbone's weights (with their shapes); by default
+            it is refused with a ``CheckpointFormatError``, since random
+            weights would pass for trained ones. Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` for an
             official or converted checkpoint. Default: None.
@@ -246,9 +250,10 @@ class FLattenSwin(HierarchicalBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  pos_resize_mode: str = 'bilinear',
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, init_cfg)
+                         norm_eval, with_cp, init_cfg, allow_partial_load)
         check_pos_resize_mode(pos_resize_mode)
         settings = self.arch_settings
         self.embed_dims = list(settings['embed_dims'])

@@ -127,6 +127,10 @@ class L2ViT(HierarchicalBackbone):
             memory. Default: False.
         denominator_floor (float): Lower bound of the linear attention's
             normaliser; 100 in the official model. Default: 100.
+        allow_partial_load (bool): Load a checkpoint that holds fewer than
+            half of the backbone's weights (with their shapes); by default
+            it is refused with a ``CheckpointFormatError``, since random
+            weights would pass for trained ones. Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` for an
             official or converted checkpoint. Default: None.
@@ -170,9 +174,10 @@ class L2ViT(HierarchicalBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  denominator_floor: float = DENOMINATOR_FLOOR,
+                 allow_partial_load: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
-                         norm_eval, with_cp, init_cfg)
+                         norm_eval, with_cp, init_cfg, allow_partial_load)
         settings = self.arch_settings
         self.embed_dims = list(settings['embed_dims'])
         depths = settings['depths']

@@ -33,4 +33,5 @@ FLATTEN_CSWIN_CONVERTER = KeyMapConverter(
         (r'^norm\.', 'norm3.'),
     ],
     head_rules=[(r'^head\.', 'head.fc.')],
+    convert_command='tools/model_converters/flatten2mmdet.py --family cswin',
 )

@@ -91,6 +91,7 @@ FLATTEN_PVT_CONVERTER = PVTFamilyConverter(
         for rule in _stage_rules(stage, with_pos_embed=True)
     ] + [(r'^norm\.', None)],
     head_rules=HEAD_RULES,
+    convert_command='tools/model_converters/flatten2mmdet.py --family pvt',
     sibling='FLattenPVTv2',
     sibling_pattern=f'{PVT_V2_OFFICIAL}|{PVT_V2_OWN}',
 )
@@ -104,6 +105,8 @@ FLATTEN_PVT_V2_CONVERTER = PVTFamilyConverter(
         for rule in _stage_rules(stage, with_pos_embed=False)
     ] + [(rf'^norm{stage}\.', f'norm{stage - 1}.') for stage in range(1, 5)],
     head_rules=HEAD_RULES,
+    convert_command=('tools/model_converters/flatten2mmdet.py --family '
+                     'pvt_v2'),
     sibling='FLattenPVT',
     sibling_pattern=f'{PVT_OFFICIAL}|{PVT_OWN}',
 )

@@ -39,4 +39,5 @@ FLATTEN_SWIN_CONVERTER = KeyMapConverter(
         (r'^norm\.', 'norm3.'),
     ],
     head_rules=[(r'^head\.', 'head.fc.')],
+    convert_command='tools/model_converters/flatten2mmdet.py --family swin',
 )

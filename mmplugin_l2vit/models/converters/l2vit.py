@@ -45,4 +45,5 @@ L2VIT_CONVERTER = KeyMapConverter(
         (r'^norm\.', 'norm3.'),
     ],
     head_rules=[(r'^head\.', 'head.fc.')],
+    convert_command='tools/model_converters/l2vit2mmdet.py',
 )

@@ -82,11 +82,14 @@ class KeyMapConverter:
             rebuilds, say).
         head_rules (list[tuple[str, str]]): Rules for the classification
             head, applied only when the head is kept.
+        convert_command (str): The command line, from the repository root,
+            that converts a release file of this family, for messages.
     """
 
     def __init__(self, family: str, official_pattern: str, own_pattern: str,
-                 rules: Rules, head_rules: Rules):
+                 rules: Rules, head_rules: Rules, convert_command: str):
         self.family = family
+        self.convert_command = convert_command
         self.official_pattern = re.compile(official_pattern)
         self.own_pattern = re.compile(own_pattern)
         self.rules = [(re.compile(p), r) for p, r in rules]
@@ -94,6 +97,21 @@ class KeyMapConverter:
 
     def is_official(self, keys) -> bool:
         return any(self.official_pattern.match(k) for k in keys)
+
+    def release_advice(self, checkpoint: Mapping) -> Optional[str]:
+        """What to do with ``checkpoint`` (a file's content) given where a
+        checkpoint of a whole model is expected, if it is an official
+        release of this family; None otherwise."""
+        if not (isinstance(checkpoint, Mapping)
+                and self.is_official(unwrap_checkpoint(checkpoint))):
+            return None
+        return (f'this is an official {self.family} release file, which '
+                'holds a backbone only, not a checkpoint of this model: '
+                f'convert it with `python {self.convert_command} RELEASE.pth '
+                "BACKBONE.pth`, load that with the backbone's init_cfg=dict("
+                "type='Pretrained', checkpoint='BACKBONE.pth') (the release "
+                'file loads there as it is too), then train or test a '
+                'checkpoint of the whole model')
 
     def _rename(self, key: str, rules):
         """Return the new key, ``_DROP`` or None when no rule matches."""
@@ -178,21 +196,32 @@ class KeyMapConverter:
 
 def convert_checkpoint_file(src: str,
                             dst: str,
-                            converter: KeyMapConverter,
+                            backbone: type,
                             use_ema: bool = False,
                             mmpretrain: bool = False) -> int:
     """Convert an official checkpoint file; return the tensors written.
 
     Writes a plain backbone state dict, or with ``mmpretrain`` a whole
-    ``ImageClassifier`` one (``backbone.*`` and ``head.fc.*``). The file is
-    written under a temporary name and renamed, so an interrupted run never
-    leaves a partial ``dst``; ``dst`` may not be ``src``.
+    ``ImageClassifier`` one (``backbone.*`` and ``head.fc.*``). A file that
+    lacks part of the network is refused. The file is written under a
+    temporary name and renamed, so an interrupted run never leaves a
+    partial ``dst``; ``dst`` may not be ``src``.
+
+    Args:
+        src (str): The official checkpoint.
+        dst (str): Where to write the converted weights.
+        backbone (type): The plugin backbone class the file is for: its
+            ``checkpoint_converter`` renames the keys and its
+            ``check_complete`` refuses missing blocks.
+        use_ema (bool): Convert the EMA weights. Default: False.
+        mmpretrain (bool): Write a whole classifier. Default: False.
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('refusing to overwrite the source checkpoint')
     checkpoint = torch.load(src, map_location='cpu')
-    weights = converter.convert(
+    weights = backbone.checkpoint_converter.convert(
         unwrap_checkpoint(checkpoint, use_ema=use_ema), keep_head=mmpretrain)
+    backbone.check_complete(weights)
     if mmpretrain:
         weights = OrderedDict(
             (k if k.startswith('head.') else 'backbone.' + k, v)
