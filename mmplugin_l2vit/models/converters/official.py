@@ -14,6 +14,7 @@ from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from mmengine.runner import CheckpointLoader
 
 Rules = Sequence[Tuple[str, Optional[str]]]
 
@@ -186,11 +187,13 @@ def convert_checkpoint_file(src: str,
     Writes a plain backbone state dict, or with ``mmpretrain`` a whole
     ``ImageClassifier`` one (``backbone.*`` and ``head.fc.*``). The file is
     written under a temporary name and renamed, so an interrupted run never
-    leaves a partial ``dst``; ``dst`` may not be ``src``.
+    leaves a partial ``dst``; ``dst`` may not be ``src``. ``src`` may be a
+    URL: mmengine's ``CheckpointLoader`` reads every source, URLs through
+    the weights-only loader that :mod:`mmplugin_l2vit.runtime` registers.
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('refusing to overwrite the source checkpoint')
-    checkpoint = torch.load(src, map_location='cpu')
+    checkpoint = CheckpointLoader.load_checkpoint(src, map_location='cpu')
     weights = converter.convert(
         unwrap_checkpoint(checkpoint, use_ema=use_ema), keep_head=mmpretrain)
     if mmpretrain:
