@@ -299,18 +299,24 @@ def test_seg_show_dir_draws_every_image(data_root, seg_checkpoint, tmp_path):
     assert 'mIoU' in logged_metrics(work_dir)
 
 
-def test_pretrain_show_dir_enables_the_hook(tmp_path):
-    """mmpretrain's VisualizationHook is switched on by ``enable`` and saves
-    to ``out_dir`` (it has no mmdet-style ``draw``/``test_out_dir``)."""
+def pretrain_test_config(tmp_path, *args):
+    """The config tools/test.py makes of an ImageNet config with ``args``
+    (mmpretrain's models cannot be built without torchvision)."""
     checkpoint = tmp_path / 'model.pth'
     checkpoint.touch()
-    cfg = TOOL.build_config(
+    return TOOL.build_config(
         TOOL.parse_args([
             osp.join(REPO, 'configs', 'flatten',
                      'flatten-pvt-tiny_8xb128_in1k.py'),
             str(checkpoint), '--work-dir',
-            str(tmp_path), '--show-dir', 'shown'
+            str(tmp_path), *args
         ]))
+
+
+def test_pretrain_show_dir_enables_the_hook(tmp_path):
+    """mmpretrain's VisualizationHook is switched on by ``enable`` and saves
+    to ``out_dir`` (it has no mmdet-style ``draw``/``test_out_dir``)."""
+    cfg = pretrain_test_config(tmp_path, '--show-dir', 'shown')
     assert cfg.default_scope == 'mmpretrain'
     hook_cfg = cfg.default_hooks.visualization.to_dict()
     hook_cfg.pop('_scope_', None)
@@ -360,14 +366,7 @@ def test_seg_show_shows_every_image_for_wait_time(data_root, seg_checkpoint,
 
 
 def test_pretrain_show_sets_show_and_wait_time(tmp_path):
-    checkpoint = tmp_path / 'model.pth'
-    checkpoint.touch()
-    cfg = TOOL.build_config(
-        TOOL.parse_args([
-            osp.join(REPO, 'configs', 'l2vit',
-                     'l2vit-tiny_8xb128-accum4_in1k.py'),
-            str(checkpoint), '--show'
-        ]))
+    cfg = pretrain_test_config(tmp_path, '--show')
     hook_cfg = cfg.default_hooks.visualization
     assert (hook_cfg.enable, hook_cfg.interval) == (True, 1)
     # mmdet's default wait time.
@@ -378,8 +377,7 @@ def test_pretrain_show_sets_show_and_wait_time(tmp_path):
 # URL checkpoints -----------------------------------------------------------
 
 
-def test_det_url_checkpoint_is_downloaded_and_loaded(data_root,
-                                                     det_checkpoint,
+def test_det_url_checkpoint_is_downloaded_and_loaded(data_root, det_checkpoint,
                                                      tmp_path, spy,
                                                      monkeypatch):
     served = tmp_path / 'served'
