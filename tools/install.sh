@@ -83,12 +83,13 @@ if [ "$DEV" = 1 ]; then
   install -- pytest pytest-xdist flake8 isort yapf
 fi
 # The plugin, editable, from this checkout (again if another checkout was
-# installed before).
+# installed before, or if mmplugin_l2vit/.mim, where the editable install
+# links the configs, tools and model index, is missing).
 here=$(pwd -P)
 installed=$(cd / && "$PYTHON" -c 'import os, mmplugin_l2vit as m
 print(os.path.dirname(os.path.dirname(os.path.realpath(m.__file__))))' \
   2>/dev/null || true)
-if [ "$installed" != "$here" ]; then
+if [ "$installed" != "$here" ] || [ ! -e mmplugin_l2vit/.mim/model-index.yml ]; then
   "$PYTHON" -m pip install --no-deps --no-build-isolation -e .
 fi
 echo "install.sh: done"

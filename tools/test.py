@@ -2,13 +2,19 @@
 """Evaluate a checkpoint with an mmdet, mmseg or mmpretrain config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--show-dir DIR] [--tta] [--cfg-options K=V ...] [--launcher pytorch]
+        [--show] [--wait-time SECONDS] [--show-dir DIR] [--tta]
+        [--cfg-options K=V ...] [--launcher pytorch]
+
+CHECKPOINT is a file or a URL (``https://...``; any scheme of mmengine's
+``CheckpointLoader``), downloaded once into torch's hub cache and loaded
+weights-only like a file.
 
 ``--out`` dumps the raw predictions (a .pkl file for mmdet and mmpretrain,
 a directory of label maps for mmseg); ``--show-dir`` saves drawn results
 under the work dir (a relative DIR): mmdet in ``WORK_DIR/TIMESTAMP/DIR``,
 mmseg in ``WORK_DIR/DIR/vis_data/vis_image``, mmpretrain in
-``WORK_DIR/DIR``.
+``WORK_DIR/DIR``. ``--show`` displays each drawn result in a window for
+``--wait-time`` seconds.
 
 A checkpoint that would leave most backbone weights unloaded (an official
 release file, another model's checkpoint) and a neck or head whose
@@ -36,9 +42,16 @@ from mmplugin_l2vit.models.converters import \
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file or URL')
     parser.add_argument('--work-dir', help='where to save the metrics')
     parser.add_argument('--out', help='dump the predictions to this file')
+    parser.add_argument(
+        '--show', action='store_true', help='show the drawn predictions')
+    parser.add_argument(
+        '--wait-time',
+        type=float,
+        default=2,
+        help='seconds each shown prediction stays on screen')
     parser.add_argument(
         '--show-dir', help='save drawn predictions in this directory')
     parser.add_argument(
@@ -59,24 +72,31 @@ def parse_args(argv=None):
     return args
 
 
-def _enable_drawing(cfg, show_dir, scope):
+def _enable_drawing(cfg, args, scope):
     hooks = cfg.default_hooks
     if 'visualization' not in hooks:
-        raise SystemExit('--show-dir needs default_hooks.visualization')
+        raise SystemExit('--show and --show-dir need '
+                         'default_hooks.visualization')
+    if args.show:
+        # The hooks of all three libraries take these two arguments.
+        hooks.visualization.update(show=True, wait_time=args.wait_time)
+    show_dir = args.show_dir
     if scope == 'mmpretrain':
         # mmpretrain's VisualizationHook is switched on by ``enable`` and
         # draws every 5000th sample by default.
-        hooks.visualization.update(
-            enable=True, interval=1, out_dir=osp.join(cfg.work_dir, show_dir))
+        hooks.visualization.update(enable=True, interval=1)
+        if show_dir:
+            hooks.visualization.out_dir = osp.join(cfg.work_dir, show_dir)
         return
     hooks.visualization.draw = True
     if scope == 'mmseg':
-        # SegVisualizationHook has no test_out_dir: as in mmseg's own
-        # tools/test.py, the visualizer's backends save the drawings, every
-        # test image (the hook's default interval is 50).
+        # Every test image (the hook's default interval is 50). The hook has
+        # no test_out_dir: as in mmseg's own tools/test.py, the visualizer's
+        # backends save the drawings.
         hooks.visualization.interval = 1
-        cfg.visualizer.save_dir = osp.join(cfg.work_dir, show_dir)
-    else:
+        if show_dir:
+            cfg.visualizer.save_dir = osp.join(cfg.work_dir, show_dir)
+    elif show_dir:
         hooks.visualization.test_out_dir = show_dir
 
 
@@ -121,12 +141,14 @@ def build_config(args) -> Config:
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    if not osp.isfile(args.checkpoint):
+    # A URL (every CheckpointLoader scheme has '://') is loaded by the
+    # Runner through CheckpointLoader, weights-only (mmplugin_l2vit.runtime).
+    if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise SystemExit(f'no checkpoint at {args.checkpoint}')
     cfg.load_from = args.checkpoint
     scope = cfg.get('default_scope', 'mmdet')
-    if args.show_dir:
-        _enable_drawing(cfg, args.show_dir, scope)
+    if args.show or args.show_dir:
+        _enable_drawing(cfg, args, scope)
     if args.tta:
         _use_tta(cfg)
     return cfg

@@ -1,6 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """tools/model_converters/flatten2mmdet.py on generated official files of
 every family, and refusal of a file of the wrong family."""
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import flatten_pvt_reference as pvt_ref
 import flatten_swin_reference as swin_ref
 import pytest
 import torch
+from http_serving import serve_directory
 
 from mmplugin_l2vit import FLattenCSWin, FLattenPVT, FLattenPVTv2, FLattenSwin
+from mmplugin_l2vit.models.converters import FLATTEN_SWIN_CONVERTER
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'model_converters', 'flatten2mmdet.py')
@@ -30,9 +33,10 @@ FAMILIES = {
 }
 
 
-def convert(*args):
+def convert(*args, env=None):
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 @pytest.mark.parametrize('family', sorted(FAMILIES))
@@ -60,3 +64,21 @@ def test_wrong_family_refused(tmp_path):
     assert result.returncode != 0
     assert 'FLattenPVT' in result.stderr
     assert not dst.exists()
+
+
+def test_url_source_is_downloaded_and_converted(tmp_path):
+    served, dst = tmp_path / 'served', tmp_path / 'converted.pth'
+    served.mkdir()
+    official = FAMILIES['swin'][1]()
+    torch.save(dict(model=official), served / 'flatten_swin_t.pth')
+    hub = tmp_path / 'torch_home'
+    with serve_directory(served) as base_url:
+        result = convert('--family', 'swin', f'{base_url}/flatten_swin_t.pth',
+                         dst, env=dict(os.environ, TORCH_HOME=str(hub)))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (hub / 'hub' / 'checkpoints' / 'flatten_swin_t.pth').is_file()
+    expected = FLATTEN_SWIN_CONVERTER.convert(official)
+    written = torch.load(dst)
+    assert written.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(written[key], expected[key]), key

@@ -1,12 +1,14 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """tools/model_converters/l2vit2mmdet.py on generated official files."""
 import argparse
+import os
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+from http_serving import serve_directory
 from l2vit_reference import official_state_dict
 
 from mmplugin_l2vit import L2ViT
@@ -18,9 +20,10 @@ DIMS, DEPTHS, HEADS = [32, 64, 128, 256], [2, 2, 2, 2], [1, 2, 4, 8]
 ARCH = dict(embed_dims=DIMS, depths=DEPTHS, num_heads=HEADS, window_size=7)
 
 
-def convert(*args):
+def convert(*args, env=None):
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env=env)
 
 
 @pytest.fixture
@@ -81,3 +84,21 @@ def test_source_is_never_overwritten(release_file):
     assert result.returncode != 0
     assert 'refusing to overwrite' in result.stderr
     assert src.read_bytes() == before
+
+
+def test_url_source_is_downloaded_and_converted(tmp_path, release_file):
+    src, raw, _ = release_file
+    dst = tmp_path / 'converted.pth'
+    hub = tmp_path / 'torch_home'
+    with serve_directory(src.parent) as base_url:
+        result = convert(f'{base_url}/{src.name}', dst,
+                         env=dict(os.environ, TORCH_HOME=str(hub)))
+    assert result.returncode == 0, result.stderr
+    # Downloaded once into torch's hub cache, under the URL's file name.
+    cached = hub / 'hub' / 'checkpoints' / src.name
+    assert cached.read_bytes() == src.read_bytes()
+    expected = L2VIT_CONVERTER.convert(raw)
+    written = torch.load(dst)
+    assert written.keys() == expected.keys()
+    for key in expected:
+        assert torch.equal(written[key], expected[key]), key

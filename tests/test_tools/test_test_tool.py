@@ -1,9 +1,10 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""``tools/test.py --out / --show-dir / --tta`` on the demo detection
-(Mask R-CNN, mmdet) and segmentation (UPerNet, mmseg) configs: a tiny
-L²ViT, three 96x96 validation scenes (the configs resize them to 128, so
-every output must come back at 96x96) and a checkpoint of the freshly
-built model. The tool runs in this process through its ``main(argv)``."""
+"""``tools/test.py --out / --show / --show-dir / --tta`` and URL checkpoints
+on the demo detection (Mask R-CNN, mmdet) and segmentation (UPerNet, mmseg)
+configs: a tiny L²ViT, three 96x96 validation scenes (the configs resize
+them to 128, so every output must come back at 96x96) and a checkpoint of
+the freshly built model. The tool runs in this process through its
+``main(argv)``."""
 import glob
 import importlib.util
 import itertools
@@ -15,6 +16,7 @@ import mmcv
 import numpy as np
 import pytest
 import torch
+from http_serving import serve_directory
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
@@ -297,18 +299,24 @@ def test_seg_show_dir_draws_every_image(data_root, seg_checkpoint, tmp_path):
     assert 'mIoU' in logged_metrics(work_dir)
 
 
-def test_pretrain_show_dir_enables_the_hook(tmp_path):
-    """mmpretrain's VisualizationHook is switched on by ``enable`` and saves
-    to ``out_dir`` (it has no mmdet-style ``draw``/``test_out_dir``)."""
+def pretrain_test_config(tmp_path, *args):
+    """The config tools/test.py makes of an ImageNet config with ``args``
+    (mmpretrain's models cannot be built without torchvision)."""
     checkpoint = tmp_path / 'model.pth'
     checkpoint.touch()
-    cfg = TOOL.build_config(
+    return TOOL.build_config(
         TOOL.parse_args([
             osp.join(REPO, 'configs', 'flatten',
                      'flatten-pvt-tiny_8xb128_in1k.py'),
             str(checkpoint), '--work-dir',
-            str(tmp_path), '--show-dir', 'shown'
+            str(tmp_path), *args
         ]))
+
+
+def test_pretrain_show_dir_enables_the_hook(tmp_path):
+    """mmpretrain's VisualizationHook is switched on by ``enable`` and saves
+    to ``out_dir`` (it has no mmdet-style ``draw``/``test_out_dir``)."""
+    cfg = pretrain_test_config(tmp_path, '--show-dir', 'shown')
     assert cfg.default_scope == 'mmpretrain'
     hook_cfg = cfg.default_hooks.visualization.to_dict()
     hook_cfg.pop('_scope_', None)
@@ -324,6 +332,77 @@ def test_pretrain_show_dir_enables_the_hook(tmp_path):
         hook = HOOKS.build(hook_cfg)
         assert hook.enable is True and hook.interval == 1
         assert set(hook.draw_args) == {'show'}
+
+
+# --show --------------------------------------------------------------------
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """Records ``(image shape, wait_time)`` of every image a visualizer
+    shows, instead of opening a window."""
+    calls = []
+
+    def record(visualizer, image, win_name='image', wait_time=0., **kwargs):
+        calls.append((image.shape, wait_time))
+
+    monkeypatch.setattr(Visualizer, 'show', record)
+    return calls
+
+
+def test_det_show_shows_every_image_for_wait_time(data_root, det_checkpoint,
+                                                  tmp_path, shown):
+    run_det(det_checkpoint, data_root, tmp_path / 'work', '--show',
+            '--wait-time', '0.5')
+    # Ground truth and prediction side by side, one window per image.
+    assert shown == [((SIZE, 2 * SIZE, 3), 0.5)] * NUM_VAL
+
+
+def test_seg_show_shows_every_image_for_wait_time(data_root, seg_checkpoint,
+                                                  tmp_path, shown):
+    run_seg(seg_checkpoint, data_root, tmp_path / 'work', '--show',
+            '--wait-time', '0.25')
+    assert shown == [((SIZE, 2 * SIZE, 3), 0.25)] * NUM_VAL
+
+
+def test_pretrain_show_sets_show_and_wait_time(tmp_path):
+    cfg = pretrain_test_config(tmp_path, '--show')
+    hook_cfg = cfg.default_hooks.visualization
+    assert (hook_cfg.enable, hook_cfg.interval) == (True, 1)
+    # mmdet's default wait time.
+    assert (hook_cfg.show, hook_cfg.wait_time) == (True, 2)
+    assert 'out_dir' not in hook_cfg
+
+
+# URL checkpoints -----------------------------------------------------------
+
+
+def test_det_url_checkpoint_is_downloaded_and_loaded(data_root, det_checkpoint,
+                                                     tmp_path, spy,
+                                                     monkeypatch):
+    served = tmp_path / 'served'
+    served.mkdir()
+    checkpoint = torch.load(det_checkpoint)
+    # A value no freshly built model has: the run must have loaded these.
+    checkpoint['state_dict']['backbone.norm0.weight'].fill_(0.125)
+    torch.save(checkpoint, served / 'mask-rcnn.pth')
+    torch_home = tmp_path / 'torch_home'
+    monkeypatch.setenv('TORCH_HOME', str(torch_home))
+    with serve_directory(served) as base_url:
+        run_det(f'{base_url}/mask-rcnn.pth', data_root, tmp_path / 'work')
+    cached = torch_home / 'hub' / 'checkpoints' / 'mask-rcnn.pth'
+    assert cached.read_bytes() == (served / 'mask-rcnn.pth').read_bytes()
+    (model, ) = spy['models']
+    state = model.state_dict()
+    for key, value in checkpoint['state_dict'].items():
+        assert torch.equal(state[key], value), key
+    assert 'coco/bbox_mAP' in logged_metrics(tmp_path / 'work')
+
+
+def test_missing_local_checkpoint_exits_with_message(tmp_path):
+    missing = str(tmp_path / 'missing.pth')
+    with pytest.raises(SystemExit, match='no checkpoint at .*missing.pth'):
+        TOOL.build_config(TOOL.parse_args([DET_CONFIG, missing]))
 
 
 # --tta ---------------------------------------------------------------------

@@ -4,6 +4,7 @@
     python tools/model_converters/flatten2mmdet.py \\
         --family {pvt,pvt_v2,swin,cswin} SRC DST [--ema] [--mmpretrain]
 
+SRC is a file or a URL (downloaded once into torch's hub cache).
 The result loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``
 on the family's backbone (``FLattenPVT``, ``FLattenPVTv2``, ``FLattenSwin``,
 ``FLattenCSWin``); the official file loads there directly too. A checkpoint
@@ -31,7 +32,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert official FLatten weights to mmplugin_l2vit keys')
     parser.add_argument('--family', required=True, choices=sorted(FAMILIES))
-    parser.add_argument('src', help='official checkpoint (.pth)')
+    parser.add_argument('src', help='official checkpoint (.pth) or its URL')
     parser.add_argument('dst', help='where to write the converted weights')
     parser.add_argument(
         '--ema', action='store_true',

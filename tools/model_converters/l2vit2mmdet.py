@@ -3,6 +3,7 @@
 
     python tools/model_converters/l2vit2mmdet.py SRC DST [--ema]
 
+SRC is a file or a URL (downloaded once into torch's hub cache).
 The result loads with ``init_cfg=dict(type='Pretrained', checkpoint=DST)``
 on an ``L2ViT`` backbone (the official file loads there directly too).
 A file that lacks part of the network (a stage, a block, a tensor of one)
@@ -28,7 +29,7 @@ from mmplugin_l2vit.models.converters import \
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert official L²ViT weights to mmplugin_l2vit keys')
-    parser.add_argument('src', help='official checkpoint (.pth)')
+    parser.add_argument('src', help='official checkpoint (.pth) or its URL')
     parser.add_argument('dst', help='where to write the converted weights')
     parser.add_argument(
         '--ema',

@@ -4,7 +4,11 @@
 # classifier: tools/model_converters/flatten2mmdet.py --mmpretrain.
 custom_imports = dict(imports=['mmplugin_l2vit'], allow_failed_imports=False)
 
+# mmpretrain's scope, stated: a config inheriting this one by
+# 'mmplugin_l2vit::...' would otherwise give the classifier the plugin's
+# scope, whose registry has no ImageClassifier.
 model = dict(
+    _scope_='mmpretrain',
     type='ImageClassifier',
     backbone=dict(out_indices=(3, )),
     neck=dict(type='GlobalAveragePooling'),

@@ -4,7 +4,11 @@
 # tools/model_converters/l2vit2mmdet.py SRC DST --mmpretrain.
 custom_imports = dict(imports=['mmplugin_l2vit'], allow_failed_imports=False)
 
+# mmpretrain's scope, stated: a config inheriting this one by
+# 'mmplugin_l2vit::...' would otherwise give the classifier the plugin's
+# scope, whose registry has no ImageClassifier.
 model = dict(
+    _scope_='mmpretrain',
     type='ImageClassifier',
     backbone=dict(
         type='L2ViT', arch='tiny', out_indices=(3, ), drop_path_rate=0.1),

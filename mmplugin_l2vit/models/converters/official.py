@@ -14,6 +14,7 @@ from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from mmengine.runner import CheckpointLoader
 
 Rules = Sequence[Tuple[str, Optional[str]]]
 
@@ -206,6 +207,9 @@ def convert_checkpoint_file(src: str,
     lacks part of the network is refused. The file is written under a
     temporary name and renamed, so an interrupted run never leaves a
     partial ``dst``; ``dst`` may not be ``src``.
+    ``src`` may be a URL: mmengine's ``CheckpointLoader`` reads every
+    source, URLs through the weights-only loader that
+    :mod:`mmplugin_l2vit.runtime` registers.
 
     Args:
         src (str): The official checkpoint.
@@ -218,7 +222,7 @@ def convert_checkpoint_file(src: str,
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('refusing to overwrite the source checkpoint')
-    checkpoint = torch.load(src, map_location='cpu')
+    checkpoint = CheckpointLoader.load_checkpoint(src, map_location='cpu')
     weights = backbone.checkpoint_converter.convert(
         unwrap_checkpoint(checkpoint, use_ema=use_ema), keep_head=mmpretrain)
     backbone.check_complete(weights)
