@@ -14,7 +14,7 @@ from ..converters import FLATTEN_CSWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens, tokens_to_map, tokens_to_nchw)
-from ..layers.tokens import HW
+from ..layers.tokens import HW, is_exporting
 from .base import HierarchicalBackbone, Stage
 
 # (height, width) of attention windows; None spans the whole map.
@@ -68,7 +68,7 @@ def _partition(x, hw: HW, window: HW):
     (height, width), (win_h, win_w) = hw, window
     x = x.reshape(batch, height, width, channels)
     pad_h, pad_w = -height % win_h, -width % win_w
-    if pad_h or pad_w:
+    if is_exporting() or pad_h or pad_w:
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     x = x.view(batch, (height + pad_h) // win_h, win_h,
                (width + pad_w) // win_w, win_w, channels)
@@ -78,7 +78,10 @@ def _partition(x, hw: HW, window: HW):
 def _unpartition(windows, hw: HW, window: HW):
     """Inverse of :func:`_partition`, cropping the padding off."""
     (height, width), (win_h, win_w) = hw, window
-    rows, cols = -(-height // win_h), -(-width // win_w)
+    # Ceil division on non-negative operands only: an exported graph's
+    # integer division truncates.
+    rows = (height + win_h - 1) // win_h
+    cols = (width + win_w - 1) // win_w
     channels = windows.shape[-1]
     x = windows.view(-1, rows, cols, win_h, win_w, channels)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, rows * win_h, cols * win_w,

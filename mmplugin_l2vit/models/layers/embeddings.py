@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .tokens import (HW, MLP_CHUNK_ELEMENTS, MLP_MIN_CHUNK_TOKENS,
                      adds_in_place, even_chunk_size, inference_linear,
-                     map_to_tokens, tokens_to_map)
+                     is_exporting, map_to_tokens, tokens_to_map)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -15,7 +15,7 @@ def pad_to_multiple(x, multiple: int):
     W become multiples of ``multiple``."""
     pad_h = -x.shape[-2] % multiple
     pad_w = -x.shape[-1] % multiple
-    if pad_h or pad_w:
+    if is_exporting() or pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
 

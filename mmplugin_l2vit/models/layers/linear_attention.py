@@ -31,8 +31,8 @@ import torch.nn.functional as F
 
 from .tokens import (FOCUSED_ATTENTION_CHUNK_ELEMENTS, HW,
                      LINEAR_ATTENTION_CHUNK_ELEMENTS, adds_in_place,
-                     even_chunk_size, inference_linear, map_to_tokens,
-                     tokens_to_map)
+                     even_chunk_size, inference_linear, is_exporting,
+                     map_to_tokens, tokens_to_map)
 
 
 def _sums_in_float32(kernel=None, *, keep_float32: bool = False):
@@ -249,7 +249,7 @@ def resize_pos_embed(pos_embed, src_hw: HW, dst_hw: HW, mode: str):
     Returns the table itself at its native grid, so outputs there are
     bit-exact. ``mode`` is one of :data:`POS_RESIZE_MODES`.
     """
-    if tuple(src_hw) == tuple(dst_hw):
+    if not is_exporting() and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     channels = pos_embed.shape[-1]
     grid = pos_embed.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)

@@ -42,6 +42,16 @@ def even_chunk_size(total: int, largest: int) -> int:
     return max(1, -(-total // count))
 
 
+def is_exporting() -> bool:
+    """Whether the forward pass is being traced (``torch.jit.trace``) or
+    exported to ONNX rather than run: sizes are then symbolic, so a Python
+    branch on them would be fixed in the graph at the traced size, and
+    loops over chunks would be unrolled. Callers take the one path that is
+    valid at every size (pad even by zero, resize even to the same grid)
+    and never the in-place inference paths."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _hooked(module: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks
                for m in module.modules())
@@ -57,11 +67,13 @@ def adds_in_place(x: torch.Tensor,
     compiled graph plans its own memory), with autocast off unless the
     branch handles it (``under_autocast``), on a contiguous ``x`` the
     caller owns, and with no forward hook on the branch (hooks expect the
-    whole-map calls)."""
+    whole-map calls). Never while tracing or exporting (see
+    :func:`is_exporting`): the chunk loops and oneDNN calls would be baked
+    into the graph or not export at all."""
     return not (torch.is_grad_enabled() or drop_path.training or
                 (torch.is_autocast_enabled(x.device.type)
                  and not under_autocast) or torch.compiler.is_compiling()
-                or not x.is_contiguous()
+                or is_exporting() or not x.is_contiguous()
                 or nn.modules.module._global_forward_hooks
                 or nn.modules.module._global_forward_pre_hooks
                 or any(_hooked(module) for module in branch))
@@ -137,12 +149,13 @@ def tokens_to_nchw(x: torch.Tensor, hw: HW) -> torch.Tensor:
     Without autograd (eager), the transpose is copied a band of tokens at a
     time: aten's one transposing copy of a large map strides through memory
     far beyond the caches (3-4x slower for a 64-channel map of 256x256 or
-    more). Same values either way.
+    more). Same values either way. Traced and exported graphs take the one
+    copy (see :func:`is_exporting`).
     """
     batch, num_tokens, channels = x.shape
     band = max(1, TRANSPOSE_CHUNK_ELEMENTS // channels)
     if (torch.is_grad_enabled() or torch.compiler.is_compiling()
-            or num_tokens <= band):
+            or is_exporting() or num_tokens <= band):
         return x.reshape(batch, *hw, channels).permute(0, 3, 1, 2).contiguous()
     out = x.new_empty(batch, channels, num_tokens)
     for start in range(0, num_tokens, band):

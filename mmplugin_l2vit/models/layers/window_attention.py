@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, adds_in_place, inference_linear
+from .tokens import HW, adds_in_place, inference_linear, is_exporting
 
 
 def window_partition(x, window_size: int):
@@ -87,7 +87,10 @@ class UnmaskedWindowAttention(nn.Module):
         size, heads = self.window_size, self.num_heads
         x = x.view(batch, height, width, channels)
         pad_h, pad_w = -height % size, -width % size
-        if pad_h or pad_w:
+        # Traced graphs pad and crop by what may be zero: one graph for
+        # every size.
+        padded = is_exporting() or pad_h or pad_w
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
@@ -107,7 +110,7 @@ class UnmaskedWindowAttention(nn.Module):
                            batch, rows * size, cols * size, channels)
         if shift:
             out = torch.roll(out, (shift, shift), dims=(1, 2))
-        if pad_h or pad_w:
+        if padded:
             out = out[:, :height, :width]
         return self._linear(out, self.proj, in_place_inference).reshape(
             batch, num_tokens, channels)
@@ -313,6 +316,8 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         return x
 
     def forward(self, x, hw: HW, in_place_inference: bool = False):
+        if is_exporting():
+            return self._forward_at_any_size(x, hw)
         batch = x.shape[0]
         height, width = hw
         size, shift = self.window_size, self.shift_size
@@ -330,3 +335,38 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
                 batch, 1, 1, 1)
         return self.attend_in_windows(x, hw, shift, attn_mask,
                                       in_place_inference)
+
+    def _forward_at_any_size(self, x, hw: HW):
+        """:meth:`forward` as one graph for every map size, for tracing and
+        export (``hw`` holds traced sizes): its two cases are chosen by
+        ``torch.where`` on the sizes instead of a Python branch. A map that
+        fits in one window is padded to a whole window and attended
+        unshifted, with the padding masked out of the keys (as if it were
+        absent, as in :meth:`forward`); a larger one is padded, shifted
+        and masked as in :meth:`forward`."""
+        batch, _, channels = x.shape
+        height, width = hw
+        size, shift = self.window_size, self.shift_size
+        fits = (height <= size) & (width <= size)
+        pad_h, pad_w = -height % size, -width % size
+        padded_hw = (height + pad_h, width + pad_w)
+        token = torch.arange(size * size, device=x.device)
+        padding_key = ((token // size >= height) | (token % size >= width))
+        attn_mask = self.relative_position_bias((size, size)).masked_fill(
+            padding_key & fits, float('-inf'))[None]
+        x = F.pad(
+            x.view(batch, height, width, channels),
+            (0, 0, 0, pad_w, 0, pad_h))
+        if shift:
+            shift_mask = shifted_window_mask(padded_hw, size, shift,
+                                             attn_mask.dtype, x.device)
+            attn_mask = (torch.where(fits, 0., shift_mask).unsqueeze(1) +
+                         attn_mask).repeat(batch, 1, 1, 1)
+            x = torch.where(fits, x, torch.roll(x, (-shift, -shift), (1, 2)))
+        out = self.attend_in_windows(
+            x.view(batch, -1, channels), padded_hw,
+            attn_mask=attn_mask).view(x.shape)
+        if shift:
+            out = torch.where(fits, out, torch.roll(out, (shift, shift),
+                                                    (1, 2)))
+        return out[:, :height, :width].reshape(batch, -1, channels)
