@@ -352,11 +352,10 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         padded_hw = (height + pad_h, width + pad_w)
         token = torch.arange(size * size, device=x.device)
         padding_key = ((token // size >= height) | (token % size >= width))
-        attn_mask = self.relative_position_bias((size, size)).masked_fill(
-            padding_key & fits, float('-inf'))[None]
+        attn_mask = self.relative_position_bias(
+            (size, size)).masked_fill(padding_key & fits, float('-inf'))[None]
         x = F.pad(
-            x.view(batch, height, width, channels),
-            (0, 0, 0, pad_w, 0, pad_h))
+            x.view(batch, height, width, channels), (0, 0, 0, pad_w, 0, pad_h))
         if shift:
             shift_mask = shifted_window_mask(padded_hw, size, shift,
                                              attn_mask.dtype, x.device)
