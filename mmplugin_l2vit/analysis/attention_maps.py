@@ -19,7 +19,6 @@ DWC, CSwin's LePE) are reported separately as their normalised local
 influence ``sum_c |d out_nc / d in_mc|`` and their share of the update
 where they are added to the attention output.
 """
-import inspect
 import logging
 import os.path as osp
 from dataclasses import dataclass, field
@@ -34,23 +33,19 @@ from mmengine.logging import MMLogger
 from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 
-from ..models.backbones.flatten_cswin import (CSwinBlock, LePEAttention,
-                                              LePEFocusedLinearAttention,
-                                              _partition, _unpartition)
+from ..models.backbones.flatten_cswin import CSwinBlock
 from ..models.backbones.flatten_pvt import FLattenPVTBlock, PVTFocusedAttention
 from ..models.backbones.flatten_swin import FLattenSwinBlock
 from ..models.backbones.l2vit import LinearGlobalBlock, LocalWindowBlock
-from ..models.layers import (FocusedLinearAttention, focused_linear_attention,
-                             focusing_function, map_to_tokens,
-                             resize_pos_embed, tokens_to_nchw)
+from ..models.layers import (EPS, FocusedLinearAttention, LePEAttention,
+                             LePEFocusedLinearAttention,
+                             UnmaskedWindowAttention, focusing_function,
+                             map_to_tokens, merge_windows, partition_windows,
+                             resize_pos_embed, shifted_window_mask,
+                             tokens_to_nchw)
 from ..models.layers.tokens import HW
-from ..models.layers.window_attention import (UnmaskedWindowAttention,
-                                              shifted_window_mask)
 from ..registry import MODELS
 
-# The eps that focused linear attention adds to ``q . mean(k)``.
-FOCUSED_EPS = inspect.signature(focused_linear_attention).parameters[
-    'eps'].default
 # ImageNet statistics on 0-255 RGB, used when a config names none.
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -143,7 +138,7 @@ def _window_of(index: int, hw: HW, window: HW, shift: int):
     Returns:
         tuple: The keys' token indices on ``hw`` in the order the window
         attends them (-1 for padding), the window's index in
-        :func:`window_partition` order and the query's position in it.
+        :func:`partition_windows` order and the query's position in it.
     """
     (height, width), (win_h, win_w) = hw, window
     padded_h = -(-height // win_h) * win_h
@@ -232,7 +227,7 @@ def focused_rows(attn: FocusedLinearAttention, q: torch.Tensor,
 
     k = _keys_with_position(attn, k, hw)
     scores = head_scores(focus(q), focus(k), attn.num_heads)
-    return scores / (scores.sum(-1, keepdim=True) + k.shape[0] * FOCUSED_EPS)
+    return scores / (scores.sum(-1, keepdim=True) + k.shape[0] * EPS)
 
 
 def _keys_with_position(attn: FocusedLinearAttention, k: torch.Tensor,
@@ -319,9 +314,9 @@ def lepe_branch(attn: Union[LePEAttention, LePEFocusedLinearAttention],
     whole map for the linear attention)."""
     window = tuple(side or size for side, size in zip(
         getattr(attn, 'window', (None, None)), hw))
-    windows = _partition(v, hw, window)
+    windows = partition_windows(v, hw, window)
     lepe = map_to_tokens(attn.get_v(tokens_to_nchw(windows, window)))
-    return _unpartition(lepe, hw, window)
+    return merge_windows(lepe, hw, window)
 
 
 class _Probe:

@@ -84,7 +84,7 @@ def test_arch_presets(arch):
     assert settings['depths'] == spec['depths']
     assert settings['num_heads'] == spec['heads']
     assert settings['split_size'] == spec['split']
-    assert settings['pretrain_size'] == spec['img']
+    assert settings['pretrain_img_size'] == spec['img']
     # Shallow copies keep the test fast; widths, heads and grids are real.
     model = FLattenCSWin(dict(settings, depths=[1, 1, 1, 1])).eval()
     stages = model.stages

@@ -1,7 +1,10 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""In inference the residual branches are added into the tokens in place,
-a chunk (or a band of windows) at a time: the same result as the
-whole-map computation of training, and the caller's input untouched."""
+"""In CPU inference the residual branches are added into the tokens in
+place, a chunk (or a band of windows) at a time: the same result as the
+whole-map computation of training, and the caller's input untouched; in
+every other context the plain forward runs."""
+import importlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -9,11 +12,12 @@ import torch.nn.functional as F
 from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
-from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
-from mmplugin_l2vit.models.layers.embeddings import Mlp, add_mlp_branch
-from mmplugin_l2vit.models.layers.tokens import adds_in_place, inference_linear
-from mmplugin_l2vit.models.layers.window_attention import \
-    ShiftedWindowAttention
+from mmplugin_l2vit.models.backbones import base
+from mmplugin_l2vit.models.layers import (Mlp, ShiftedWindowAttention,
+                                          cpu_inference, focusing_function)
+from mmplugin_l2vit.models.layers.cpu_inference import (inference_linear,
+                                                        is_cpu_inference,
+                                                        runs_in_place)
 
 
 def randomised(type_name):
@@ -33,11 +37,11 @@ def test_in_place_inference_matches_whole_map(type_name, chunk_elements,
                                               monkeypatch):
     # Small chunks: several per map, of unequal sizes where they do not
     # divide it; large ones: every map in one chunk.
-    monkeypatch.setattr(embeddings, 'MLP_CHUNK_ELEMENTS', chunk_elements)
-    monkeypatch.setattr(embeddings, 'MLP_MIN_CHUNK_TOKENS', 1)
-    for name in ('LINEAR_ATTENTION_CHUNK_ELEMENTS',
+    for name in ('MLP_CHUNK_ELEMENTS', 'LINEAR_ATTENTION_CHUNK_ELEMENTS',
                  'FOCUSED_ATTENTION_CHUNK_ELEMENTS'):
-        monkeypatch.setattr(linear_attention, name, chunk_elements)
+        monkeypatch.setattr(cpu_inference, name, chunk_elements)
+    monkeypatch.setattr(cpu_inference, 'MLP_MIN_CHUNK_TOKENS', 1)
+    calls = spy_in_place(monkeypatch)
     model = randomised(type_name)
     # Padding everywhere, two images (the sums are per image).
     x = torch.randn(2, 3, 69, 83, dtype=torch.float64)
@@ -47,21 +51,73 @@ def test_in_place_inference_matches_whole_map(type_name, chunk_elements,
     with torch.no_grad():
         outs = model(x)
     assert torch.equal(x, before)
+    assert calls == [sum(len(stage.blocks) for stage in model.stages)]
     for out, ref in zip(outs, expected):
         assert not ref.requires_grad or out.data_ptr() != ref.data_ptr()
         torch.testing.assert_close(out, ref.detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_in_place_only_in_eager_inference():
-    x = torch.randn(1, 10, 8)
-    drop_path = nn.Identity().eval()
+def spy_in_place(monkeypatch):
+    """Count the blocks that Stage runs in place (a one-item list)."""
+    calls = [0]
+
+    def counted(block, x, hw):
+        calls[0] += 1
+        return cpu_inference.forward_in_place(block, x, hw)
+
+    monkeypatch.setattr(base, 'forward_in_place', counted)
+    return calls
+
+
+def test_in_place_only_in_eager_cpu_inference():
+    block = randomised('FLattenPVT').stages[0].blocks[0]
+    x = torch.randn(1, 10, 32, dtype=torch.float64)
     with torch.no_grad():
-        assert adds_in_place(x, drop_path)
-        assert not adds_in_place(x.transpose(1, 2), drop_path)
-        assert not adds_in_place(x, nn.Identity().train())
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            assert not adds_in_place(x, drop_path)
-    assert not adds_in_place(x, drop_path)  # autograd on
+        assert is_cpu_inference(x)
+        assert runs_in_place(block, x)
+        assert not runs_in_place(block, x.transpose(1, 2))
+        assert not runs_in_place(block.attn, x)  # not a block
+        assert not runs_in_place(block.train(), x)
+        block.eval()
+        # Measured on the CPU only: other devices run the plain path.
+        assert not is_cpu_inference(x.to('meta'))
+        assert not runs_in_place(block, x.to('meta'))
+    assert not is_cpu_inference(x)  # autograd on
+    assert not runs_in_place(block, x)
+
+
+@pytest.mark.parametrize('context', [
+    'torch.onnx.is_in_onnx_export', 'torch.jit.is_scripting',
+    'torch.jit.is_tracing', 'torch.compiler.is_compiling'
+])
+def test_no_in_place_while_exporting_scripting_tracing_compiling(
+        context, monkeypatch):
+    model = randomised('L2ViT')
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    calls = spy_in_place(monkeypatch)
+    with torch.no_grad():
+        model(x)
+        assert calls == [8]  # so the spy sees the in-place path
+        module, name = context.rsplit('.', 1)
+        monkeypatch.setattr(
+            importlib.import_module(module), name, lambda: True)
+        assert not is_cpu_inference(x)
+        model(x)
+    assert calls == [8]
+
+
+def test_traced_backbone_runs_the_plain_path(monkeypatch):
+    model = randomised('FLattenSwin')
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    calls = spy_in_place(monkeypatch)
+    with torch.no_grad():
+        expected = model(x)
+        assert calls == [6]
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert calls == [6]
+        outs = traced(x)
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_forward_hooks_see_the_whole_map_calls():
@@ -95,7 +151,8 @@ def test_inference_linear_matches_linear(gelu):
 
 
 def test_onednn_linear_is_used_where_available():
-    assert tokens.ONEDNN_LINEAR == torch.backends.mkldnn.is_available()
+    assert cpu_inference.ONEDNN_LINEAR == \
+        torch.backends.mkldnn.is_available()
 
 
 @pytest.mark.parametrize('type_name', sorted(ARCHS))
@@ -104,7 +161,7 @@ def test_onednn_inference_matches_aten_in_float32(type_name, monkeypatch):
     x = torch.randn(1, 3, 69, 83)
     with torch.no_grad():
         fused = model(x)
-        monkeypatch.setattr(tokens, 'ONEDNN_LINEAR', False)
+        monkeypatch.setattr(cpu_inference, 'ONEDNN_LINEAR', False)
         plain = model(x)
     for out, ref in zip(fused, plain):
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -113,17 +170,13 @@ def test_onednn_inference_matches_aten_in_float32(type_name, monkeypatch):
 def test_mlp_branch_in_place_under_bf16_autocast():
     torch.manual_seed(0)
     norm, mlp = nn.LayerNorm(32), Mlp(32, 128)
-    drop_path = nn.Identity().eval()
     x = torch.randn(2, 50, 32)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        expected = add_mlp_branch(x, norm, mlp, drop_path)  # autograd on
+        expected = x + mlp(norm(x))  # autograd on
         with torch.no_grad():
-            assert adds_in_place(x, drop_path, norm, mlp, under_autocast=True)
-            assert not adds_in_place(x, drop_path, norm, mlp)
             tokens = x.clone()
-            out = add_mlp_branch(tokens, norm, mlp, drop_path)
-    assert expected.data_ptr() != x.data_ptr()
-    assert out.data_ptr() == tokens.data_ptr()  # added in place
+            cpu_inference.add_branch_in_place(tokens, None, norm, mlp)
+            out = tokens
     assert out.dtype == torch.float32
     # Both products in bfloat16: equal up to its rounding.
     torch.testing.assert_close(out, expected.detach(), rtol=2e-2, atol=2e-2)
@@ -138,24 +191,23 @@ def test_shifted_window_branch_in_place(shift_size, hw):
     torch.manual_seed(0)
     attn = ShiftedWindowAttention(16, 2, 7, shift_size).double().eval()
     nn.init.normal_(attn.relative_position_bias_table)
-    norm, drop_path = nn.LayerNorm(16).double(), nn.Identity().eval()
+    norm = nn.LayerNorm(16).double()
     x = torch.randn(2, hw[0] * hw[1], 16, dtype=torch.float64)
-    expected = attn.add_branch(x, hw, norm, drop_path)  # autograd on
+    expected = x + attn(norm(x), hw)  # autograd on
     with torch.no_grad():
         tokens = x.clone()
-        out = attn.add_branch(tokens, hw, norm, drop_path)
-    assert out.data_ptr() == tokens.data_ptr()
-    torch.testing.assert_close(out, expected.detach(), rtol=1e-12, atol=1e-12)
+        cpu_inference.add_branch_in_place(tokens, hw, norm, attn)
+    torch.testing.assert_close(
+        tokens, expected.detach(), rtol=1e-12, atol=1e-12)
 
 
-def test_focus_in_place_is_the_focusing_function():
+def test_focusing_function_in_place_is_bit_identical():
     x = torch.randn(5, 40, 32) * 3
-    temperature = torch.randn(1, 1, 32)
-    expected = linear_attention.focusing_function(x, temperature, 3)
+    scale = torch.randn(1, 1, 32)
+    expected = focusing_function(x, scale, 3)
     # In a strided view, as in the attention's key-value projections.
     buffer = torch.cat([x, torch.randn_like(x)], dim=-1)
-    out = linear_attention.focus_in_place(buffer[..., :32],
-                                          F.softplus(temperature)[0, 0], 3)
+    out = focusing_function(buffer[..., :32], scale, 3, inplace=True)
     assert out.data_ptr() == buffer.data_ptr()
     assert torch.equal(out, expected)
     assert torch.equal(buffer[..., :32], expected)
@@ -164,19 +216,21 @@ def test_focus_in_place_is_the_focusing_function():
 @pytest.mark.parametrize('hw', [(1, 3), (1000, 5)])
 def test_tokens_to_nchw_in_bands(hw, monkeypatch):
     # 4 tokens a band: one partial band, and many with a partial last one.
-    monkeypatch.setattr(tokens, 'TRANSPOSE_CHUNK_ELEMENTS', 96)
+    monkeypatch.setattr(cpu_inference, 'TRANSPOSE_CHUNK_ELEMENTS', 96)
     x = torch.randn(2, hw[0] * hw[1], 24)
     expected = x.reshape(2, *hw, 24).permute(0, 3, 1, 2).contiguous()
     with torch.no_grad():
-        out = tokens.tokens_to_nchw(x, hw)
+        out = cpu_inference.to_nchw(x, hw)
     assert out.is_contiguous()
     assert torch.equal(out, expected)
 
 
 def test_even_chunk_size():
-    assert tokens.even_chunk_size(3136, 1024) == 784  # 4 chunks, not 3 + 64
-    assert tokens.even_chunk_size(1000, 1024) == 1000
-    assert tokens.even_chunk_size(1025, 1024) == 513
-    assert tokens.even_chunk_size(7, 3) == 3  # 3 + 3 + 1: fewest chunks
-    assert tokens.even_chunk_size(5, 0) == 1
-    assert tokens.even_chunk_size(0, 4) == 1  # a step for an empty input
+    assert cpu_inference.even_chunk_size(3136,
+                                         1024) == 784  # 4 chunks, not 3 + 64
+    assert cpu_inference.even_chunk_size(1000, 1024) == 1000
+    assert cpu_inference.even_chunk_size(1025, 1024) == 513
+    assert cpu_inference.even_chunk_size(7, 3) == 3  # 3 + 3 + 1: fewest chunks
+    assert cpu_inference.even_chunk_size(5, 0) == 1
+    assert cpu_inference.even_chunk_size(0,
+                                         4) == 1  # a step for an empty input

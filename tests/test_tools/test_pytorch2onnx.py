@@ -14,8 +14,8 @@ from test_models.test_mixed_precision import ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit import deployment
-from mmplugin_l2vit.models.layers import (embeddings, linear_attention, tokens,
-                                          window_attention)
+from mmplugin_l2vit.models.backbones import base
+from mmplugin_l2vit.models.layers import cpu_inference
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SEG_DEMO = osp.join(REPO, 'configs', 'demo', 'upernet_l2vit-demo_shapes.py')
@@ -114,17 +114,16 @@ def test_cli_rejects_other_sizes_of_a_static_graph(capsys):
 
 @pytest.fixture
 def in_place_calls(monkeypatch):
-    """Record, for every call of ``inference_linear`` (which every in-place
-    inference path, and only those, runs), whether a trace or an export
-    was under way."""
+    """Record, for every block run by the in-place inference
+    (``forward_in_place``, as the stages call it), whether a trace or an
+    export was under way."""
     calls = []
 
     def spy(*args, **kwargs):
         calls.append(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
-        return tokens.inference_linear(*args, **kwargs)
+        return cpu_inference.forward_in_place(*args, **kwargs)
 
-    for module in (embeddings, linear_attention, window_attention):
-        monkeypatch.setattr(module, 'inference_linear', spy)
+    monkeypatch.setattr(base, 'forward_in_place', spy)
     return calls
 
 
@@ -163,8 +162,7 @@ def test_no_in_place_path_while_tracing(in_place_calls):
     ids=['tracing', 'exporting', 'compiling'])
 def test_in_place_gate(namespace, flag, monkeypatch):
     x = torch.randn(1, 10, 8)
-    drop_path = nn.Identity().eval()
     with torch.no_grad():
-        assert tokens.adds_in_place(x, drop_path)
+        assert cpu_inference.is_cpu_inference(x)
         monkeypatch.setattr(namespace, flag, lambda: True)
-        assert not tokens.adds_in_place(x, drop_path)
+        assert not cpu_inference.is_cpu_inference(x)

@@ -9,13 +9,19 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import tokens_to_nchw
+from ..layers.cpu_inference import forward_in_place, runs_in_place, to_nchw
 from ..layers.tokens import HW
 
 
 class Stage(nn.Module):
     """One stage: an optional downsampling of the previous stage's tokens,
     then blocks called as ``block(x, hw)``.
+
+    The one place that picks how a block runs: with gradient checkpointing
+    where asked in training, in place on the CPU in inference (see
+    :func:`~..layers.cpu_inference.runs_in_place`), or plainly. In place,
+    the stage adds into the tokens it is given, which the backbone owns
+    (the stem's output).
 
     Args:
         downsample (nn.Module, optional): Maps ``(x, hw)`` to the stage's
@@ -37,6 +43,8 @@ class Stage(nn.Module):
         for block in self.blocks:
             if self.with_cp and torch.is_grad_enabled():
                 x = cp.checkpoint(block, x, hw, use_reentrant=False)
+            elif runs_in_place(block, x):
+                x = forward_in_place(block, x, hw)
             else:
                 x = block(x, hw)
         return x, hw
@@ -157,7 +165,8 @@ class HierarchicalBackbone(BaseModule):
                              f'distinct stages, got {tuple(out_indices)}')
         return tuple(sorted(checked))
 
-    def _add_out_norms(self, channels: Sequence[int],
+    def _add_out_norms(self,
+                       channels: Sequence[int],
                        eps: float = 1e-5) -> None:
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(channels[i], eps=eps))
@@ -212,9 +221,9 @@ class HierarchicalBackbone(BaseModule):
             if self.main_path_norms:
                 x = getattr(self, f'norm{i}')(x)
             if i in self.out_indices:
-                out = x if self.main_path_norms else getattr(
-                    self, f'norm{i}')(x)
-                outs.append(tokens_to_nchw(out, hw))
+                out = x if self.main_path_norms else getattr(self, f'norm{i}')(
+                    x)
+                outs.append(to_nchw(out, hw))
         return tuple(outs)
 
     def _convert_checkpoint_on_load(self, module, state_dict, prefix, *args):

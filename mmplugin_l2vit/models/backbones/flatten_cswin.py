@@ -1,24 +1,21 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """FLatten-CSwin: CSWin Transformer whose first two stages use FLatten's
 focused linear attention."""
-from typing import List, Optional, Sequence, Tuple, Union
+import warnings
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmcv.cnn.bricks import DropPath
 from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_CSWIN_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
+from ..layers import (LePEAttention, LePEFocusedLinearAttention, Mlp,
                       check_pos_resize_mode, image_to_channels_last,
-                      map_to_tokens, tokens_to_map, tokens_to_nchw)
-from ..layers.tokens import HW, is_exporting
+                      map_to_tokens, tokens_to_map)
+from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
-
-# (height, width) of attention windows; None spans the whole map.
-WindowShape = Tuple[Optional[int], Optional[int]]
 
 
 class CSwinStem(nn.Module):
@@ -60,107 +57,6 @@ class MergeBlock(nn.Module):
         return self.norm(map_to_tokens(x)), (x.shape[-2], x.shape[-1])
 
 
-def _partition(x, hw: HW, window: HW):
-    """``(B, H*W, C)`` tokens -> ``(B * num_windows, wh * ww, C)`` windows,
-    after zero-padding the map on the right and bottom to multiples of
-    ``window = (wh, ww)``."""
-    batch, _, channels = x.shape
-    (height, width), (win_h, win_w) = hw, window
-    x = x.reshape(batch, height, width, channels)
-    pad_h, pad_w = -height % win_h, -width % win_w
-    if is_exporting() or pad_h or pad_w:
-        x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-    x = x.view(batch, (height + pad_h) // win_h, win_h,
-               (width + pad_w) // win_w, win_w, channels)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, win_h * win_w, channels)
-
-
-def _unpartition(windows, hw: HW, window: HW):
-    """Inverse of :func:`_partition`, cropping the padding off."""
-    (height, width), (win_h, win_w) = hw, window
-    # Ceil division on non-negative operands only: an exported graph's
-    # integer division truncates.
-    rows = (height + win_h - 1) // win_h
-    cols = (width + win_w - 1) // win_w
-    channels = windows.shape[-1]
-    x = windows.view(-1, rows, cols, win_h, win_w, channels)
-    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, rows * win_h, cols * win_w,
-                                            channels)
-    return x[:, :height, :width].reshape(-1, height * width, channels)
-
-
-class LePEAttention(nn.Module):
-    """CSWin's softmax attention with a locally-enhanced positional encoding
-    (LePE), within windows of a token map of any size.
-
-    Inside each window, ``softmax(q kᵀ / sqrt(d)) v + get_v(v)``, where
-    ``get_v`` is a 3x3 depthwise conv applied to each window's ``v`` map
-    separately. A window side of None spans the whole map: ``(None, s)``
-    gives CSWin's vertical stripes of width ``s``, ``(s, None)`` its
-    horizontal stripes and ``(None, None)`` global attention. A map that is
-    not a multiple of a stripe width is zero-padded on the right or bottom
-    (``q``, ``k`` and ``v`` alike, so padded keys take part with a zero
-    logit and a zero value, unmasked), and the output is cropped back.
-
-    Args:
-        embed_dims (int): Channels of ``q``, ``k`` and ``v``.
-        num_heads (int): Heads.
-        window (tuple[int | None, int | None]): Window (height, width).
-    """
-
-    def __init__(self, embed_dims: int, num_heads: int, window: WindowShape):
-        super().__init__()
-        self.num_heads = num_heads
-        self.window = window
-        self.get_v = nn.Conv2d(
-            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
-
-    def _split_heads(self, x):
-        num_windows, num_tokens, channels = x.shape
-        return x.view(num_windows, num_tokens, self.num_heads,
-                      channels // self.num_heads).transpose(1, 2)
-
-    def forward(self, q, k, v, hw: HW):
-        """Attend with ``(B, H*W, C)`` queries, keys and values."""
-        window = tuple(side or size for side, size in zip(self.window, hw))
-        q, k, v = (_partition(x, hw, window) for x in (q, k, v))
-        # Convolving contiguous NCHW maps, as the official code does, keeps
-        # the LePE bit-exact.
-        lepe = map_to_tokens(self.get_v(tokens_to_nchw(v, window)))
-        out = F.scaled_dot_product_attention(
-            self._split_heads(q), self._split_heads(k), self._split_heads(v))
-        out = out.transpose(1, 2).reshape(lepe.shape) + lepe
-        return _unpartition(out, hw, window)
-
-
-class LePEFocusedLinearAttention(FocusedLinearAttention):
-    """FLatten-CSwin's linear attention: FLatten's focused linear attention
-    (with its 5x5 head-shared DWC) over the whole map, plus CSWin's LePE, a
-    3x3 depthwise conv ``get_v`` on ``v``, added last.
-
-    Args:
-        embed_dims (int): Channels C.
-        num_heads (int): Heads.
-        pos_grid (tuple[int, int]): Grid of the positional encoding (the
-            stage's grid at the training resolution).
-        pos_resize_mode (str): Interpolation of the positional encoding at
-            other grids.
-    """
-
-    def __init__(self, embed_dims: int, num_heads: int, pos_grid: HW,
-                 pos_resize_mode: str):
-        super().__init__(
-            embed_dims, num_heads, pos_grid, pos_resize_mode=pos_resize_mode)
-        self.get_v = nn.Conv2d(
-            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
-
-    def forward(self, q, k, v, hw: HW):
-        """Attend with ``(B, H*W, C)`` queries, keys and values."""
-        # A contiguous NCHW map, as in the official code: bit-exact LePE.
-        lepe = map_to_tokens(self.get_v(tokens_to_nchw(v, hw)))
-        return self.attend(q, k, v, hw) + lepe
-
-
 class CSwinBlock(nn.Module):
     """A CSWin block with one or two attention branches.
 
@@ -174,6 +70,9 @@ class CSwinBlock(nn.Module):
         mlp_ratio (float): Hidden width of the MLP over ``embed_dims``.
         drop_path (float): Stochastic depth rate of the residual branches.
     """
+    # The forward for the CPU's in-place inference (see
+    # layers/cpu_inference.py: a pair is a residual).
+    forward_steps = (('norm1', 'attention'), ('norm2', 'mlp'))
 
     def __init__(self, embed_dims: int, attns: List[nn.Module],
                  mlp_ratio: float, drop_path: float):
@@ -186,16 +85,19 @@ class CSwinBlock(nn.Module):
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
-    def forward(self, x, hw: HW):
+    def attention(self, x, hw: HW):
+        """``proj(cat_b(attn_b(q_b, k_b, v_b)))`` of normed tokens."""
         branch_dims = x.shape[-1] // len(self.attns)
         q, k, v = (
-            t.split(branch_dims, dim=-1)
-            for t in self.qkv(self.norm1(x)).chunk(3, dim=-1))
+            t.split(branch_dims, dim=-1) for t in self.qkv(x).chunk(3, dim=-1))
         out = torch.cat(
             [attn(*qkv, hw) for attn, qkv in zip(self.attns, zip(q, k, v))],
             dim=-1)
-        x = x + self.drop_path(self.proj(out))
-        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
+        return self.proj(out)
+
+    def forward(self, x, hw: HW):
+        x = x + self.drop_path(self.attention(self.norm1(x), hw))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
 class CSwinStage(Stage):
@@ -291,9 +193,11 @@ class FLattenCSWin(HierarchicalBackbone):
         arch (str | dict): ``'tiny'``, ``'small'``, ``'base'`` or
             ``'base-384'``, or a dict with the keys ``embed_dims``,
             ``depths``, ``num_heads`` and optionally ``split_size`` (stage-3
-            stripe width, default 7), ``pretrain_size`` (training input
-            size, which sets the positional encoding grids, default 224)
-            and ``mlp_ratio`` (default 4). Default: ``'tiny'``.
+            stripe width, default 7), ``pretrain_img_size`` (training input
+            size, which sets the positional encoding grids, default 224;
+            the former key ``pretrain_size`` still works, with a
+            FutureWarning) and ``mlp_ratio`` (default 4).
+            Default: ``'tiny'``.
         in_channels (int): Channels of the input image. Default: 3.
         out_indices (Sequence[int]): Stages to return (strides 4, 8, 16,
             32). Default: (0, 1, 2, 3).
@@ -334,10 +238,10 @@ class FLattenCSWin(HierarchicalBackbone):
             depths=[3, 6, 29, 2],
             num_heads=[4, 8, 16, 32],
             split_size=12,
-            pretrain_size=384),
+            pretrain_img_size=384),
     }
     arch_keys = ('embed_dims', 'depths', 'num_heads')
-    arch_defaults = dict(split_size=7, pretrain_size=224, mlp_ratio=4.)
+    arch_defaults = dict(split_size=7, pretrain_img_size=224, mlp_ratio=4.)
     checkpoint_converter = FLATTEN_CSWIN_CONVERTER
     stage_attentions = ('linear', 'linear', 'cross', 'global')
 
@@ -368,7 +272,7 @@ class FLattenCSWin(HierarchicalBackbone):
         for i, depth in enumerate(depths):
             # The official models size the positional encodings from the
             # training input as img_size // 4 and // 8.
-            pos_side = settings['pretrain_size'] // 2**(i + 2)
+            pos_side = settings['pretrain_img_size'] // 2**(i + 2)
             first = sum(depths[:i])
             self.stages.append(
                 CSwinStage(
@@ -385,6 +289,23 @@ class FLattenCSWin(HierarchicalBackbone):
                     with_cp=with_cp))
         self._add_out_norms(self.embed_dims)
         self._freeze_stages()
+
+    @classmethod
+    def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
+        if isinstance(arch, dict) and 'pretrain_size' in arch:
+            if 'pretrain_img_size' in arch:
+                raise ValueError(
+                    'FLattenCSWin arch has both pretrain_img_size and its '
+                    'deprecated name pretrain_size; keep pretrain_img_size')
+            warnings.warn(
+                'FLattenCSWin arch key pretrain_size is deprecated: name it '
+                'pretrain_img_size (as FLattenSwin and mmdet\'s Swin do)',
+                FutureWarning)
+            arch = {
+                ('pretrain_img_size' if key == 'pretrain_size' else key): value
+                for key, value in arch.items()
+            }
+        return super()._resolve_arch(arch)
 
     def init_weights(self):
         """Initialise as the official model (truncated-normal linears, unit

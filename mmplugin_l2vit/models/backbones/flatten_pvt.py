@@ -12,10 +12,9 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 
 from ...registry import MODELS
 from ..converters import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
-                      check_pos_resize_mode, image_to_channels_last,
-                      map_to_tokens, pad_to_multiple, resize_pos_embed,
-                      tokens_to_map)
+from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
+                      image_to_channels_last, map_to_tokens, pad_to_multiple,
+                      resize_pos_embed, tokens_to_map)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -94,6 +93,9 @@ class FLattenPVTBlock(nn.Module):
         conv_mlp (bool): Use PVTv2's :class:`ConvMlp` instead of a plain MLP.
         pos_resize_mode (str): See :class:`PVTFocusedAttention`.
     """
+    # The forward for the CPU's in-place inference (see
+    # layers/cpu_inference.py: a pair is a residual).
+    forward_steps = (('norm1', 'attn'), ('norm2', 'mlp'))
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float,
                  pos_grid: HW, drop_path: float, conv_mlp: bool,
@@ -104,15 +106,12 @@ class FLattenPVTBlock(nn.Module):
                                         pos_resize_mode)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         hidden_channels = int(embed_dims * mlp_ratio)
-        self.conv_mlp = conv_mlp
         self.mlp = (ConvMlp if conv_mlp else Mlp)(embed_dims, hidden_channels)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = self.attn.add_branch(x, hw, self.norm1, self.drop_path)
-        if self.conv_mlp:
-            return x + self.drop_path(self.mlp(self.norm2(x), hw))
-        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
+        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
 class PVTPatchEmbed(nn.Module):

@@ -11,11 +11,10 @@ from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import MODELS
 from ..converters import FLATTEN_SWIN_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, add_mlp_branch,
+from ..layers import (FocusedLinearAttention, Mlp, ShiftedWindowAttention,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens)
 from ..layers.tokens import HW, is_exporting
-from ..layers.window_attention import ShiftedWindowAttention
 from .base import HierarchicalBackbone, Stage
 
 # The official attention types 'LLSS': focused linear attention in stages
@@ -130,6 +129,9 @@ class FLattenSwinBlock(nn.Module):
         mlp_ratio (float): Hidden width of the MLP over ``embed_dims``.
         drop_path (float): Stochastic depth rate of the residual branches.
     """
+    # The forward for the CPU's in-place inference (see
+    # layers/cpu_inference.py: a pair is a residual).
+    forward_steps = (('norm1', 'attn'), ('norm2', 'mlp'))
 
     def __init__(self, embed_dims: int, attn: nn.Module, mlp_ratio: float,
                  drop_path: float):
@@ -141,8 +143,8 @@ class FLattenSwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = self.attn.add_branch(x, hw, self.norm1, self.drop_path)
-        return add_mlp_branch(x, self.norm2, self.mlp, self.drop_path)
+        x = x + self.drop_path(self.attn(self.norm1(x), hw))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
 @MODELS.register_module()

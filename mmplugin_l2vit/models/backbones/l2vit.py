@@ -11,9 +11,9 @@ from mmengine.model.weight_init import (constant_init, kaiming_init,
 
 from ...registry import MODELS
 from ..converters import L2VIT_CONVERTER
-from ..layers import (ConvDownsample, ConvPosEnc, ConvStem,
+from ..layers import (DENOMINATOR_FLOOR, ConvDownsample, ConvPosEnc, ConvStem,
                       LocalConcentrationModule, Mlp, ReLULinearAttention,
-                      UnmaskedWindowAttention, add_mlp_branch)
+                      UnmaskedWindowAttention)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -30,6 +30,10 @@ class LocalWindowBlock(nn.Module):
         mlp_ratio (float): Hidden width of the MLP over ``embed_dims``.
         drop_path (float): Stochastic depth rate of the residual branches.
     """
+    # The forward for the CPU's in-place inference (see
+    # layers/cpu_inference.py: a name is a step, a pair a residual).
+    forward_steps = ('cpe_attn', ('norm_attn', 'attn'), 'cpe_ffn', ('norm_ffn',
+                                                                    'ffn'))
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int,
                  mlp_ratio: float, drop_path: float):
@@ -44,9 +48,9 @@ class LocalWindowBlock(nn.Module):
 
     def forward(self, x, hw: HW):
         x = self.cpe_attn(x, hw)
-        x = self.attn.add_branch(x, hw, self.norm_attn, self.drop_path)
+        x = x + self.drop_path(self.attn(self.norm_attn(x), hw))
         x = self.cpe_ffn(x, hw)
-        return add_mlp_branch(x, self.norm_ffn, self.ffn, self.drop_path)
+        return x + self.drop_path(self.ffn(self.norm_ffn(x), hw))
 
 
 class LinearGlobalBlock(nn.Module):
@@ -63,6 +67,10 @@ class LinearGlobalBlock(nn.Module):
         denominator_floor (float): Lower bound of the linear attention's
             normaliser.
     """
+    # The forward for the CPU's in-place inference (see
+    # layers/cpu_inference.py: a name is a step, a pair a residual).
+    forward_steps = ('cpe_attn', ('norm_attn', 'attn'), ('norm_lcm', 'lcm'),
+                     ('norm_ffn', 'ffn'))
 
     def __init__(self, embed_dims: int, num_heads: int, mlp_ratio: float,
                  drop_path: float, denominator_floor: float):
@@ -79,9 +87,9 @@ class LinearGlobalBlock(nn.Module):
 
     def forward(self, x, hw: HW):
         x = self.cpe_attn(x, hw)
-        x = self.attn.add_branch(x, self.norm_attn, self.drop_path)
+        x = x + self.drop_path(self.attn(self.norm_attn(x), hw))
         x = x + self.drop_path(self.lcm(self.norm_lcm(x), hw))
-        return add_mlp_branch(x, self.norm_ffn, self.ffn, self.drop_path)
+        return x + self.drop_path(self.ffn(self.norm_ffn(x), hw))
 
 
 @MODELS.register_module()
@@ -161,7 +169,7 @@ class L2ViT(HierarchicalBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
-                 denominator_floor: float = 100.,
+                 denominator_floor: float = DENOMINATOR_FLOOR,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(arch, in_channels, out_indices, frozen_stages,
                          norm_eval, with_cp, init_cfg)

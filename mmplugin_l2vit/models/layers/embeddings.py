@@ -1,13 +1,36 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Stems, downsampling layers, convolutional position encodings and the
-MLP."""
+"""Stems, downsampling layers, position encodings (convolutional, and the
+resizing of learned position tables) and the MLP."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import (HW, MLP_CHUNK_ELEMENTS, MLP_MIN_CHUNK_TOKENS,
-                     adds_in_place, even_chunk_size, inference_linear,
-                     is_exporting, map_to_tokens, tokens_to_map)
+from .tokens import HW, is_exporting, map_to_tokens, tokens_to_map
+
+# How learned position tables are resized to other grids: bilinear as in
+# the official PVT run-time code, or bicubic as in the official load-time
+# code; both with align_corners=False.
+POS_RESIZE_MODES = ('bilinear', 'bicubic')
+
+
+def check_pos_resize_mode(mode: str) -> None:
+    if mode not in POS_RESIZE_MODES:
+        raise ValueError(f'pos_resize_mode must be one of {POS_RESIZE_MODES}'
+                         f', got {mode!r}')
+
+
+def resize_pos_embed(pos_embed, src_hw: HW, dst_hw: HW, mode: str):
+    """Resize a row-major ``(1, H*W, C)`` position table to another grid.
+
+    Returns the table itself at its native grid, so outputs there are
+    bit-exact. ``mode`` is one of :data:`POS_RESIZE_MODES`.
+    """
+    if not is_exporting() and tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    channels = pos_embed.shape[-1]
+    grid = pos_embed.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False)
+    return grid.flatten(2).transpose(1, 2)
 
 
 def pad_to_multiple(x, multiple: int):
@@ -124,29 +147,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_channels, channels)
 
-    def forward(self, x):
+    def forward(self, x, hw=None):
+        """``(B, N, C)`` tokens -> ``(B, N, C)``; each token on its own, so
+        the grid ``hw`` is not needed (accepted for a uniform call)."""
         return self.fc2(self.act(self.fc1(x)))
-
-
-def add_mlp_branch(x, norm: nn.Module, mlp: Mlp, drop_path: nn.Module):
-    """``x + drop_path(mlp(norm(x)))`` for ``(B, N, C)`` tokens.
-
-    The branch acts on each token alone, so in inference (see
-    :func:`adds_in_place`) it is added into ``x`` a chunk of tokens at a
-    time and the wide hidden layer never exists for the whole map; also
-    under autocast, where the chunks' products run in its dtype as they
-    would on the whole map. The result is the same up to float rounding of
-    the smaller matrix products.
-    """
-    if not adds_in_place(x, drop_path, norm, mlp, under_autocast=True):
-        return x + drop_path(mlp(norm(x)))
-    tokens = x.view(-1, x.shape[-1])
-    chunk = even_chunk_size(
-        tokens.shape[0],
-        max(MLP_MIN_CHUNK_TOKENS, MLP_CHUNK_ELEMENTS // mlp.fc1.out_features))
-    for start in range(0, tokens.shape[0], chunk):
-        part = tokens[start:start + chunk]
-        hidden = inference_linear(
-            norm(part), mlp.fc1.weight, mlp.fc1.bias, gelu=True)
-        part += inference_linear(hidden, mlp.fc2.weight, mlp.fc2.bias)
-    return x

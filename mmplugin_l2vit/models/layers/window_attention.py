@@ -1,150 +1,66 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Softmax attention inside non-overlapping local windows, optionally
-shifted (Swin)."""
+"""Softmax attention inside non-overlapping local windows: unshifted with
+unmasked padding (L²ViT), or Swin's shifted windows with a relative position
+bias and a shift mask.
+
+Steps: pad the map to window multiples (and roll it for a shift), project,
+cut the projections into per-head windows, attend, put the windows back
+(roll back, crop), project out. The CPU's in-place inference
+(:mod:`.cpu_inference`) runs the same steps band by band.
+"""
+from typing import Callable, Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, adds_in_place, inference_linear, is_exporting
+from .tokens import HW, is_exporting
+
+# ``linear(x, layer)``: how the attention applies its projections (the
+# module call by default; the CPU's in-place inference passes its own).
+Linear = Callable[[torch.Tensor, nn.Linear], torch.Tensor]
 
 
-def window_partition(x, window_size: int):
-    """``(B, H, W, C)`` with H, W multiples of ``window_size`` ->
-    ``(B * num_windows, window_size**2, C)``, windows in row-major order."""
-    batch, height, width, channels = x.shape
-    x = x.view(batch, height // window_size, window_size, width // window_size,
-               window_size, channels)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_size * window_size,
-                                               channels)
+def fits_one_window(hw: HW, window_size: int) -> bool:
+    """Whether a map of ``hw`` fits in one window: then (Swin's rule) it is
+    attended as a single window of its own size, neither padded nor
+    shifted."""
+    return max(hw) <= window_size
 
 
-class UnmaskedWindowAttention(nn.Module):
-    """Multi-head softmax self-attention within non-overlapping windows of a
-    token map of any size, with scale ``head_dims ** -0.5`` and no relative
-    position bias.
+def padded_size(hw: HW, window: HW) -> HW:
+    """``hw`` rounded up to multiples of ``window``."""
+    # Non-negative operands only: an exported graph's integer division
+    # truncates.
+    return tuple((size + side - 1) // side * side
+                 for size, side in zip(hw, window))
 
-    The map is zero-padded on the right and bottom to a multiple of the
-    window size and the padded tokens take part as keys and values without a
-    mask, as in the official L²ViT; the output is cropped back.
 
-    Args:
-        embed_dims (int): Channels of the tokens.
-        num_heads (int): Number of heads.
-        window_size (int): Side of the square windows.
-    """
+def partition_windows(x, hw: HW, window: HW):
+    """``(B, H*W, C)`` tokens -> ``(B * num_windows, wh * ww, C)`` windows,
+    in row-major order, after zero-padding the map on the right and bottom
+    to multiples of ``window = (wh, ww)``."""
+    batch, _, channels = x.shape
+    (height, width), (win_h, win_w) = hw, window
+    x = x.reshape(batch, height, width, channels)
+    padded_h, padded_w = padded_size(hw, window)
+    # Traced graphs pad by what may be zero: one graph for every size.
+    if is_exporting() or (padded_h, padded_w) != (height, width):
+        x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
+    x = x.view(batch, padded_h // win_h, win_h, padded_w // win_w, win_w,
+               channels)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, win_h * win_w, channels)
 
-    def __init__(self, embed_dims: int, num_heads: int, window_size: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dims = embed_dims // num_heads
-        self.window_size = window_size
-        self.qkv = nn.Linear(embed_dims, embed_dims * 3)
-        self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def _linear(self, tokens, layer: nn.Linear, in_place_inference: bool):
-        if in_place_inference:
-            return inference_linear(tokens, layer.weight, layer.bias)
-        return layer(tokens)
-
-    def attend(self, windows, attn_mask=None, in_place_inference=False):
-        """Attend within ``(num_windows, window_tokens, C)`` windows.
-
-        ``attn_mask``, if given, is added to the attention logits and must
-        broadcast to ``(num_windows, num_heads, window_tokens,
-        window_tokens)``. ``in_place_inference``: see
-        :meth:`attend_in_windows`.
-        """
-        num_windows, num_tokens, channels = windows.shape
-        qkv = self._linear(windows, self.qkv, in_place_inference).view(
-            num_windows, num_tokens, 3, self.num_heads,
-            self.head_dims).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = out.transpose(1, 2).reshape(num_windows, num_tokens, channels)
-        return self._linear(out, self.proj, in_place_inference)
-
-    def attend_in_windows(self,
-                          x,
-                          hw: HW,
-                          shift: int = 0,
-                          attn_mask=None,
-                          in_place_inference: bool = False):
-        """Attend within the windows of a ``(B, H*W, C)`` token map.
-
-        The map is zero-padded on the right and bottom to window multiples
-        and, with ``shift``, rolled up and left before it is cut into
-        windows, then rolled back and cropped. The projections are
-        per-token, so ``qkv`` runs once on the whole padded map (a padded
-        token's q, k, v are the biases, as if it were projected inside its
-        window) and ``proj`` on the cropped map: one copy cuts the
-        projected map into per-head windows and one puts the heads back,
-        instead of a copy around every step. ``in_place_inference`` (set
-        by :meth:`add_branch`) runs both with
-        :func:`~.tokens.inference_linear`.
-        """
-        batch, num_tokens, channels = x.shape
-        height, width = hw
-        size, heads = self.window_size, self.num_heads
-        x = x.view(batch, height, width, channels)
-        pad_h, pad_w = -height % size, -width % size
-        # Traced graphs pad and crop by what may be zero: one graph for
-        # every size.
-        padded = is_exporting() or pad_h or pad_w
-        if padded:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        if shift:
-            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
-        rows, cols = (height + pad_h) // size, (width + pad_w) // size
-        qkv = self._linear(x, self.qkv,
-                           in_place_inference).view(batch, rows, size, cols,
-                                                    size, 3, heads,
-                                                    self.head_dims)
-        # -> (3, windows, heads, window tokens, head_dims), windows in the
-        # order of window_partition.
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
-                              7).reshape(3, batch * rows * cols, heads,
-                                         size * size, self.head_dims)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        out = out.view(batch, rows, cols, heads, size, size,
-                       self.head_dims).permute(0, 1, 4, 2, 5, 3, 6).reshape(
-                           batch, rows * size, cols * size, channels)
-        if shift:
-            out = torch.roll(out, (shift, shift), dims=(1, 2))
-        if padded:
-            out = out[:, :height, :width]
-        return self._linear(out, self.proj, in_place_inference).reshape(
-            batch, num_tokens, channels)
-
-    def forward(self, x, hw: HW):
-        return self.attend_in_windows(x, hw)
-
-    def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
-        """``x + drop_path(self(norm(x), hw))``.
-
-        Windows do not interact, so in inference (see
-        :func:`~.tokens.adds_in_place`) each band of one window row is
-        normalised, attended and added into ``x`` in place: the padded,
-        projected and per-head copies of the map are never whole.
-        """
-        if not adds_in_place(x, drop_path, norm, self):
-            return x + drop_path(self(norm(x), hw))
-        return self._add_by_bands(x, hw, norm)
-
-    def _add_by_bands(self, x, hw: HW, norm: nn.Module, attn_mask=None):
-        """The in-place inference of :meth:`add_branch`, unshifted windows
-        with ``attn_mask`` for every window."""
-        batch, _, channels = x.shape
-        height, width = hw
-        grid = x.view(batch, height, width, channels)
-        for top in range(0, height, self.window_size):
-            band = grid[:, top:top + self.window_size]
-            rows = band.shape[1]
-            normed = norm(band).view(batch, rows * width, channels)
-            band += self.attend_in_windows(
-                normed, (rows, width),
-                attn_mask=attn_mask,
-                in_place_inference=True).view(band.shape)
-        return x
+def merge_windows(windows, hw: HW, window: HW):
+    """Inverse of :func:`partition_windows`, cropping the padding off."""
+    (height, width), (win_h, win_w) = hw, window
+    padded_h, padded_w = padded_size(hw, window)
+    rows, cols = padded_h // win_h, padded_w // win_w
+    channels = windows.shape[-1]
+    x = windows.view(-1, rows, cols, win_h, win_w, channels)
+    x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, padded_h, padded_w, channels)
+    return x[:, :height, :width].reshape(-1, height * width, channels)
 
 
 def relative_position_index(window_size: int):
@@ -177,7 +93,7 @@ def shifted_window_mask(padded_hw: HW,
 
     Returns:
         Tensor: ``(num_windows, window_size**2, window_size**2)``, windows
-        in the order of :func:`window_partition`.
+        in the order of :func:`partition_windows`.
     """
     height, width = padded_hw
 
@@ -189,11 +105,101 @@ def shifted_window_mask(padded_hw: HW,
                 (index >= length - shift_size).long())
 
     labels = strips(height)[:, None] * 3 + strips(width)
-    labels = window_partition(labels.view(1, height, width, 1),
-                              window_size).squeeze(-1)
+    labels = partition_windows(
+        labels.view(1, -1, 1), padded_hw,
+        (window_size, window_size)).squeeze(-1)
     apart = labels.unsqueeze(1) != labels.unsqueeze(2)
     return torch.zeros(
         apart.shape, dtype=dtype, device=device).masked_fill(apart, -100.)
+
+
+def _module_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    return layer(x)
+
+
+class UnmaskedWindowAttention(nn.Module):
+    """Multi-head softmax self-attention within non-overlapping windows of a
+    token map of any size, with scale ``head_dims ** -0.5`` and no relative
+    position bias.
+
+    The map is zero-padded on the right and bottom to a multiple of the
+    window size and the padded tokens take part as keys and values without a
+    mask, as in the official L²ViT; the output is cropped back.
+
+    Args:
+        embed_dims (int): Channels of the tokens.
+        num_heads (int): Number of heads.
+        window_size (int): Side of the square windows.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, window_size: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.window_size = window_size
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+
+    def attend_in_windows(self,
+                          x,
+                          hw: HW,
+                          window: HW,
+                          shift: int = 0,
+                          attn_mask=None,
+                          linear: Optional[Linear] = None):
+        """Attend within the ``window = (wh, ww)`` windows of a ``(B, H*W,
+        C)`` token map.
+
+        The map is zero-padded on the right and bottom to window multiples
+        and, with ``shift``, rolled up and left before it is cut into
+        windows, then rolled back and cropped. The projections are
+        per-token, so ``qkv`` runs once on the whole padded map (a padded
+        token's q, k, v are the biases, as if it were projected inside its
+        window) and ``proj`` on the cropped map: one copy cuts the
+        projected map into per-head windows and one puts the heads back.
+
+        Args:
+            attn_mask (Tensor, optional): Added to the attention logits;
+                broadcasts to ``(num_windows, num_heads, wh * ww, wh *
+                ww)``, windows in the order of :func:`partition_windows`.
+            linear (callable, optional): ``linear(x, layer)`` applies the
+                projections; default: the layers themselves.
+        """
+        linear = linear or _module_linear
+        batch, num_tokens, channels = x.shape
+        (height, width), (win_h, win_w) = hw, window
+        heads, head_dims = self.num_heads, self.head_dims
+        padded_h, padded_w = padded_size(hw, window)
+        x = x.view(batch, height, width, channels)
+        # Traced graphs pad and crop by what may be zero: one graph for
+        # every size.
+        padded = is_exporting() or (padded_h, padded_w) != tuple(hw)
+        if padded:
+            x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
+        if shift:
+            x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        rows, cols = padded_h // win_h, padded_w // win_w
+        qkv = linear(x, self.qkv).view(batch, rows, win_h, cols, win_w, 3,
+                                       heads, head_dims)
+        # -> (3, windows, heads, window tokens, head_dims), windows in the
+        # order of partition_windows.
+        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
+                              7).reshape(3, batch * rows * cols, heads,
+                                         win_h * win_w, head_dims)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = out.view(batch, rows, cols, heads, win_h, win_w,
+                       head_dims).permute(0, 1, 4, 2, 5, 3,
+                                          6).reshape(batch, padded_h, padded_w,
+                                                     channels)
+        if shift:
+            out = torch.roll(out, (shift, shift), dims=(1, 2))
+        if padded:
+            out = out[:, :height, :width]
+        return linear(out, self.proj).reshape(batch, num_tokens, channels)
+
+    def forward(self, x, hw: HW, linear: Optional[Linear] = None):
+        size = self.window_size
+        return self.attend_in_windows(x, hw, (size, size), linear=linear)
 
 
 class ShiftedWindowAttention(UnmaskedWindowAttention):
@@ -201,10 +207,10 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
     of :class:`UnmaskedWindowAttention` plus a learned relative position
     bias and an optional cyclic shift of the windows.
 
-    - A map that fits in one window (no side longer than ``window_size``)
-      is attended as a single window of its own size, neither padded nor
-      shifted, as the original Swin does when a stage is no larger than its
-      window. Its bias is read from the table at that window's offsets.
+    - A map that :func:`fits_one_window` is attended as a single window of
+      its own size, neither padded nor shifted, as the original Swin does
+      when a stage is no larger than its window. Its bias is read from the
+      table at that window's offsets.
     - A larger map follows mmdet's Swin: it is zero-padded on the right and
       bottom to multiples of the window (padded tokens are attended to
       without a mask), rolled up and left by ``shift_size`` if that is not
@@ -260,83 +266,29 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
             index = index[tokens][:, tokens]
         return self.relative_position_bias_table.t()[:, index]
 
-    def add_branch(self, x, hw: HW, norm: nn.Module, drop_path: nn.Module):
-        """``x + drop_path(self(norm(x), hw))``.
-
-        In inference (see :func:`~.tokens.adds_in_place`) it is added into
-        ``x`` in place, one band of a window row at a time, with the
-        projections through :func:`~.tokens.inference_linear` (a map that
-        fits in one window is one band).
-        """
-        if not adds_in_place(x, drop_path, norm, self):
-            return x + drop_path(self(norm(x), hw))
-        size = self.window_size
-        if max(hw) <= size:
-            x += self(norm(x), hw, in_place_inference=True)
-            return x
-        bias = self.relative_position_bias((size, size))
-        if not self.shift_size:
-            return self._add_by_bands(x, hw, norm, bias[None])
-        return self._add_by_shifted_bands(x, hw, norm, bias)
-
-    def _add_by_shifted_bands(self, x, hw: HW, norm: nn.Module, bias):
-        """The in-place inference of :meth:`add_branch` with shifted
-        windows. Window row ``r`` of the padded map rolled up and left by
-        the shift holds rows ``r * window_size + shift + i`` (modulo the
-        padded height) of the padded map: each such band is gathered,
-        rolled left, attended with its windows' masks, rolled back and
-        added to the rows it came from (padding rows are zeros, dropped)."""
-        batch, _, channels = x.shape
-        height, width = hw
-        size, shift = self.window_size, self.shift_size
-        padded_hw = (height + -height % size, width + -width % size)
-        columns = padded_hw[1] // size
-        shift_mask = shifted_window_mask(padded_hw, size, shift, bias.dtype,
-                                         x.device)
-        grid = x.view(batch, height, width, channels)
-        band = x.new_empty(batch, size, padded_hw[1], channels)
-        for top in range(0, padded_hw[0], size):
-            rows = (torch.arange(top, top + size, device=x.device) +
-                    shift) % padded_hw[0]
-            in_map = (rows < height).nonzero().squeeze(1)
-            rows = rows[in_map]
-            band.zero_()
-            band[:, in_map, :width] = norm(grid[:, rows])
-            windows = slice(top // size * columns, (top // size + 1) * columns)
-            attn_mask = (shift_mask[windows].unsqueeze(1) + bias).repeat(
-                batch, 1, 1, 1)
-            out = self.attend_in_windows(
-                torch.roll(band, -shift, dims=2).view(batch, -1, channels),
-                (size, padded_hw[1]),
-                attn_mask=attn_mask,
-                in_place_inference=True)
-            out = torch.roll(
-                out.view(band.shape), shift, dims=2)[:, in_map, :width]
-            grid.index_add_(1, rows, out)
-        return x
-
-    def forward(self, x, hw: HW, in_place_inference: bool = False):
+    def forward(self, x, hw: HW, linear: Optional[Linear] = None):
         if is_exporting():
-            return self._forward_at_any_size(x, hw)
-        batch = x.shape[0]
-        height, width = hw
+            return self._forward_at_any_size(x, hw, linear)
         size, shift = self.window_size, self.shift_size
-        if height <= size and width <= size:
-            return self.attend(x,
-                               self.relative_position_bias(hw)[None],
-                               in_place_inference)
+        if fits_one_window(hw, size):
+            return self.attend_in_windows(
+                x,
+                hw,
+                hw,
+                attn_mask=self.relative_position_bias(hw)[None],
+                linear=linear)
         attn_mask = self.relative_position_bias((size, size))[None]
         if shift:
-            padded_hw = (height + -height % size, width + -width % size)
-            shift_mask = shifted_window_mask(padded_hw, size, shift,
-                                             attn_mask.dtype, x.device)
+            shift_mask = shifted_window_mask(
+                padded_size(hw, (size, size)), size, shift, attn_mask.dtype,
+                x.device)
             # One (heads, N, N) mask per window of every image.
             attn_mask = (shift_mask.unsqueeze(1) + attn_mask).repeat(
-                batch, 1, 1, 1)
-        return self.attend_in_windows(x, hw, shift, attn_mask,
-                                      in_place_inference)
+                x.shape[0], 1, 1, 1)
+        return self.attend_in_windows(x, hw, (size, size), shift, attn_mask,
+                                      linear)
 
-    def _forward_at_any_size(self, x, hw: HW):
+    def _forward_at_any_size(self, x, hw: HW, linear: Optional[Linear]):
         """:meth:`forward` as one graph for every map size, for tracing and
         export (``hw`` holds traced sizes): its two cases are chosen by
         ``torch.where`` on the sizes instead of a Python branch. A map that
@@ -348,14 +300,14 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         height, width = hw
         size, shift = self.window_size, self.shift_size
         fits = (height <= size) & (width <= size)
-        pad_h, pad_w = -height % size, -width % size
-        padded_hw = (height + pad_h, width + pad_w)
+        padded_hw = padded_size(hw, (size, size))
         token = torch.arange(size * size, device=x.device)
         padding_key = ((token // size >= height) | (token % size >= width))
         attn_mask = self.relative_position_bias(
             (size, size)).masked_fill(padding_key & fits, float('-inf'))[None]
         x = F.pad(
-            x.view(batch, height, width, channels), (0, 0, 0, pad_w, 0, pad_h))
+            x.view(batch, height, width, channels),
+            (0, 0, 0, padded_hw[1] - width, 0, padded_hw[0] - height))
         if shift:
             shift_mask = shifted_window_mask(padded_hw, size, shift,
                                              attn_mask.dtype, x.device)
@@ -363,8 +315,10 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
                          attn_mask).repeat(batch, 1, 1, 1)
             x = torch.where(fits, x, torch.roll(x, (-shift, -shift), (1, 2)))
         out = self.attend_in_windows(
-            x.view(batch, -1, channels), padded_hw,
-            attn_mask=attn_mask).view(x.shape)
+            x.view(batch, -1, channels),
+            padded_hw, (size, size),
+            attn_mask=attn_mask,
+            linear=linear).view(x.shape)
         if shift:
             out = torch.where(fits, out, torch.roll(out, (shift, shift),
                                                     (1, 2)))

@@ -1,0 +1,30 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""L²ViT's Local Concentration Module (LCM): the convolutional branch that
+sharpens the linear global attention's diffuse output locally."""
+import torch.nn as nn
+
+from .tokens import HW, map_to_tokens, tokens_to_map
+
+
+class LocalConcentrationModule(nn.Module):
+    """L²ViT's LCM: depthwise 7x7 conv -> GELU -> BatchNorm -> depthwise 7x7
+    conv, applied to the token map.
+
+    Args:
+        channels (int): Channels of the tokens.
+        kernel_size (int): Kernel of both depthwise convolutions. Default: 7.
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 7):
+        super().__init__()
+        padding = kernel_size // 2
+        self.conv1 = nn.Conv2d(
+            channels, channels, kernel_size, padding=padding, groups=channels)
+        self.act = nn.GELU()
+        self.bn = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(
+            channels, channels, kernel_size, padding=padding, groups=channels)
+
+    def forward(self, x, hw: HW):
+        x = self.bn(self.act(self.conv1(tokens_to_map(x, hw))))
+        return map_to_tokens(self.conv2(x))
