@@ -32,8 +32,8 @@ def padded_size(hw: HW, window: HW) -> HW:
     """``hw`` rounded up to multiples of ``window``."""
     # Non-negative operands only: an exported graph's integer division
     # truncates.
-    return tuple((size + side - 1) // side * side
-                 for size, side in zip(hw, window))
+    return tuple(
+        (size + side - 1) // side * side for size, side in zip(hw, window))
 
 
 def partition_windows(x, hw: HW, window: HW):
