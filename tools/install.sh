@@ -4,6 +4,7 @@
 #   bash tools/install.sh          runtime: torch, mmcv (with ops), mmengine,
 #                                  mmdet, mmseg, mmpretrain, the plugin
 #   bash tools/install.sh --dev    the same plus the test and lint tools
+#                                  and onnx/onnxruntime (ONNX export)
 #
 # Every version comes from requirements.txt. Packages whose pinned version is
 # already installed are skipped, so a second run takes seconds. An existing
@@ -80,7 +81,7 @@ MAX_JOBS=${MAX_JOBS:-2} install --no-build-isolation -- mmcv
 # mmseg imports ftfy and regex without declaring them.
 install -- mmdet mmsegmentation mmpretrain ftfy regex pycocotools
 if [ "$DEV" = 1 ]; then
-  install -- pytest pytest-xdist flake8 isort yapf
+  install -- pytest pytest-xdist flake8 isort yapf onnx onnxruntime
 fi
 # The plugin, editable, from this checkout (again if another checkout was
 # installed before, or if mmplugin_l2vit/.mim, where the editable install

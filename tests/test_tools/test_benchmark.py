@@ -109,6 +109,46 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys,
     assert 'failed: ' in printed and 'scaling between consecutive' in printed
 
 
+def test_onnxruntime_timed_beside_pytorch(tmp_path):
+    extra = tmp_path / 'extra_models.py'
+    extra.write_text(EXTRA_MODELS)
+    prefix = tmp_path / 'bench'
+    benchmark.main([
+        '--models', 'tiny-l2vit', '--extra-models',
+        str(extra), '--sizes', '64x96', '--backend', 'pytorch', 'onnxruntime',
+        '--threads', '1', '--warmup', '1', '--repeats', '2', '--out',
+        str(prefix)
+    ])
+    pytorch, onnxruntime = json.loads((tmp_path / 'bench.json').read_text())
+    assert (pytorch['backend'], onnxruntime['backend']) == ('pytorch',
+                                                            'onnxruntime')
+    assert onnxruntime['status'] == 'ok' and onnxruntime['latency_ms'] > 0
+    # The same model, counted in PyTorch; onnxruntime's memory unmeasured.
+    assert onnxruntime['gmacs'] == pytorch['gmacs'] > 0
+    assert onnxruntime['peak_mem_mb'] is None
+    markdown = (tmp_path / 'bench.md').read_text()
+    assert '| tiny-l2vit | 64x96 | onnxruntime | infer |' in markdown
+    speedup = pytorch['latency_ms'] / onnxruntime['latency_ms']
+    assert f'64x96  {speedup:5.2f}x as fast' in markdown
+
+
+def test_backend_ratios_pair_onnxruntime_with_pytorch_rows():
+    results = [
+        row('ours', (224, 224), 50., 100.),
+        row('ours', (224, 224), 25., None, backend='onnxruntime'),
+        row('ours', (512, 512), 10., None, backend='onnxruntime'),
+        row('theirs', (224, 224), 40., 100., backend='onnxruntime'),
+    ]
+    assert [(r['model'], r['size'], speed)
+            for r, speed in benchmark.backend_ratios(results)
+            ] == [('ours', [224, 224], 2.)]
+    # Unmeasured memory: no ratio, a dash in the tables.
+    assert benchmark.memory_ratio(results[1], results[0]) is None
+    timed = dict(results[1], gmacs=1., gflops=80., gemm_fraction=0.5)
+    assert '| 25.0 | - | 1.00 | 50% |' in benchmark.markdown_table([timed])[2]
+    assert '      25.0         -' in benchmark.format_row(timed)
+
+
 def test_baseline_ratios_pair_rows_of_the_same_size_and_variant():
     results = [
         row('ours', (224, 224), 50., 100.),
@@ -207,6 +247,8 @@ def test_rounds_take_turns_and_report_one_row(tmp_path, monkeypatch):
     (['--shape', '224', '--shape', '1', '2', '3'],
      '--shape takes H (square) or H W, got [1, 2, 3]'),
     (['--rounds', '0'], '--rounds must be at least 1, got 0'),
+    (['--backend', 'onnxruntime', '--mode', 'train'
+      ], '--backend onnxruntime times fp32 inference on the CPU'),
 ])
 def test_bad_arguments_are_refused(argv, message, capsys):
     with pytest.raises(SystemExit):

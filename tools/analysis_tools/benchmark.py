@@ -35,6 +35,12 @@ Modes: ``infer`` (eval, no grad), ``train`` (forward + backward of the
 backbone) and ``det-train`` (a whole Mask R-CNN training step, 2 images,
 from mmdet's shipped config with the backbone swapped). ``--dtype`` bf16 or
 fp16 runs under autocast; ``--compile`` adds ``torch.compile`` figures.
+
+``--backend pytorch onnxruntime`` also times each backbone exported to
+ONNX (a static graph at the size, see tools/deployment/pytorch2onnx.py) in
+onnxruntime on the CPU with ``--threads`` intra-op threads, next to eager
+PyTorch (fp32 inference only; onnxruntime's memory is not measured), and
+adds their speed ratio to the summary.
 """
 import argparse
 import gc
@@ -54,6 +60,7 @@ from mmplugin_l2vit import analysis  # noqa: E402
 DEFAULT_SHAPES = [(224, 224), (512, 512), (800, 1344), (1024, 1024),
                   (2048, 2048)]
 DTYPES = dict(fp32=None, bf16='bfloat16', fp16='float16')
+BACKENDS = ('pytorch', 'onnxruntime')
 
 
 # --------------------------------------------------------------------------
@@ -136,6 +143,9 @@ def run_worker(spec):
             if mode == 'train':
                 sum(o.float().mean() for o in outs).backward()
 
+    if spec.get('backend') == 'onnxruntime':
+        return _run_onnxruntime(spec, model, x, result)
+
     if spec['compile']:
         model.forward = torch.compile(model.forward)
 
@@ -159,7 +169,6 @@ def run_worker(spec):
         start = _now(device)
         timed_step()
         times.append(_now(device) - start)
-    latency = statistics.median(times)
     # Activation memory: the peak above what the built model holds.
     if device == 'cuda':
         torch.cuda.synchronize()
@@ -169,11 +178,45 @@ def run_worker(spec):
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
         peak = analysis.peak_activation_memory(model, timed_step)
+    _report(result, times, peak)
+
+
+def _run_onnxruntime(spec, model, x, result):
+    """Time ``model`` exported to ONNX at the size of ``x`` in onnxruntime;
+    MACs are those of the PyTorch model."""
+    import tempfile
+
+    import torch
+
+    from mmplugin_l2vit.deployment import (INPUT_NAME, export_onnx,
+                                           onnxruntime_session)
+    with torch.no_grad():
+        macs = analysis.count_macs_of(lambda: model(x))['total']
+    result['gmacs'] = macs / 1e9
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, 'model.onnx')
+        export_onnx(model, tuple(spec['size']), path)
+        session = onnxruntime_session(path, spec['threads'])
+    feed = {INPUT_NAME: x.numpy()}
+    for _ in range(spec['warmup']):
+        session.run(None, feed)
+    times = []
+    for _ in range(spec['repeats']):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    _report(result, times, peak=None)
+
+
+def _report(result, times, peak):
+    """Print the worker's result: latencies (s) of the timed runs and the
+    peak activation memory (bytes, None where not measured)."""
+    latency = statistics.median(times)
     result.update(
         status='ok',
         latency_ms=latency * 1e3,
         best_latency_ms=min(times) * 1e3,
-        peak_mem_mb=max(peak, 0) / 2**20,
+        peak_mem_mb=None if peak is None else max(peak, 0) / 2**20,
         gflops=2 * result['gmacs'] / latency,
     )
     result['gemm_fraction'] = gemm_fraction(result)
@@ -227,21 +270,39 @@ def median_round(runs):
     return result
 
 
-HEADER = (f'{"model":<18}{"size":>10}{"mode":>10}{"dtype":>6}'
-          f'{"compile":>8}{"cp":>6}{"latency ms":>12}{"peak MB":>10}'
-          f'{"GMACs":>9}{"GFLOP/s":>9}{"% GEMM":>8}')
+HEADER = (f'{"model":<18}{"size":>10}{"backend":>12}{"mode":>10}'
+          f'{"dtype":>6}{"compile":>8}{"cp":>6}{"latency ms":>12}'
+          f'{"peak MB":>10}{"GMACs":>9}{"GFLOP/s":>9}{"% GEMM":>8}')
 
 
 def size_text(r):
     return 'x'.join(str(side) for side in r['size'])
 
 
+def backend(r):
+    """The row's backend (results written before there was a choice ran
+    in PyTorch)."""
+    return r.get('backend', 'pytorch')
+
+
+def memory_text(r):
+    return '-' if r['peak_mem_mb'] is None else f'{r["peak_mem_mb"]:.0f}'
+
+
+def memory_ratio(r, ref):
+    """``r``'s peak memory over ``ref``'s; None where one is unmeasured."""
+    if r['peak_mem_mb'] is None or ref['peak_mem_mb'] is None:
+        return None
+    return r['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9)
+
+
 def format_row(r):
-    prefix = (f'{r["model"]:<18}{size_text(r):>10}{r["mode"]:>10}'
-              f'{r["dtype"]:>6}{str(r["compile"]):>8}{str(r["with_cp"]):>6}')
+    prefix = (f'{r["model"]:<18}{size_text(r):>10}{backend(r):>12}'
+              f'{r["mode"]:>10}{r["dtype"]:>6}{str(r["compile"]):>8}'
+              f'{str(r["with_cp"]):>6}')
     if r['status'] != 'ok':
         return f'{prefix}  {r["status"]}'
-    return (f'{prefix}{r["latency_ms"]:>12.1f}{r["peak_mem_mb"]:>10.0f}'
+    return (f'{prefix}{r["latency_ms"]:>12.1f}{memory_text(r):>10}'
             f'{r["gmacs"]:>9.2f}{r["gflops"]:>9.1f}'
             f'{100 * r["gemm_fraction"]:>7.0f}%')
 
@@ -255,7 +316,7 @@ def print_table(results):
 
 def _variant(r):
     """What a row measures apart from its model and size."""
-    return r['mode'], r['dtype'], r['compile'], r['with_cp']
+    return r['mode'], r['dtype'], r['compile'], r['with_cp'], backend(r)
 
 
 def baseline_ratios(results, baseline):
@@ -269,8 +330,8 @@ def baseline_ratios(results, baseline):
     for r in results:
         ref = reference.get((tuple(r['size']), _variant(r)))
         if r['model'] != baseline and ref and r['status'] == 'ok':
-            ratios.append((r, ref['latency_ms'] / r['latency_ms'],
-                           r['peak_mem_mb'] / max(ref['peak_mem_mb'], 1e-9)))
+            ratios.append(
+                (r, ref['latency_ms'] / r['latency_ms'], memory_ratio(r, ref)))
     return ratios
 
 
@@ -287,11 +348,29 @@ def scaling_ratios(results):
         for small, large in zip(rows, rows[1:]):
             pixels = ((large['size'][0] * large['size'][1]) /
                       (small['size'][0] * small['size'][1]))
-            ratios.append(
-                (small, large, pixels,
-                 large['latency_ms'] / small['latency_ms'],
-                 large['peak_mem_mb'] / max(small['peak_mem_mb'], 1e-9)))
+            ratios.append((small, large, pixels,
+                           large['latency_ms'] / small['latency_ms'],
+                           memory_ratio(large, small)))
     return ratios
+
+
+def backend_ratios(results):
+    """``(onnxruntime row, speedup)`` against the PyTorch row of the same
+    model, size and variant."""
+    reference = {
+        (r['model'], tuple(r['size']), _variant(r)[:-1]): r
+        for r in results if backend(r) == 'pytorch' and r['status'] == 'ok'
+    }
+    ratios = []
+    for r in results:
+        ref = reference.get((r['model'], tuple(r['size']), _variant(r)[:-1]))
+        if backend(r) != 'pytorch' and ref and r['status'] == 'ok':
+            ratios.append((r, ref['latency_ms'] / r['latency_ms']))
+    return ratios
+
+
+def ratio_text(ratio):
+    return '    -' if ratio is None else f'{ratio:5.2f}'
 
 
 def summary_lines(results, baseline=None):
@@ -300,32 +379,42 @@ def summary_lines(results, baseline=None):
         lines.append(f'against {baseline} (same size and variant):')
         for r, speedup, memory in baseline_ratios(results, baseline):
             lines.append(f'  {r["model"]:<18}{size_text(r):>10}  '
-                         f'{speedup:5.2f}x as fast, {memory:5.2f}x memory')
+                         f'{speedup:5.2f}x as fast, {ratio_text(memory)}x '
+                         'memory')
+    onnx_rows = backend_ratios(results)
+    if onnx_rows:
+        lines.append('onnxruntime against eager PyTorch (same model, size '
+                     'and threads):')
+        for r, speedup in onnx_rows:
+            lines.append(f'  {r["model"]:<18}{size_text(r):>10}  '
+                         f'{speedup:5.2f}x as fast')
     lines.append('scaling between consecutive sizes:')
     for small, large, pixels, time_ratio, memory in scaling_ratios(results):
         lines.append(f'  {small["model"]:<18}{size_text(small):>10} -> '
                      f'{size_text(large):<10} pixels x{pixels:.2f}: '
-                     f'time x{time_ratio:.2f}, memory x{memory:.2f}')
+                     f'time x{time_ratio:.2f}, memory x{ratio_text(memory)}')
     return lines
 
 
 def markdown_table(results):
     lines = [
-        '| model | size | mode | dtype | compile | with_cp | latency (ms)'
-        ' | peak memory (MB) | GMACs | % of GEMM rate |',
-        '|---|---|---|---|---|---|---:|---:|---:|---:|'
+        '| model | size | backend | mode | dtype | compile | with_cp | '
+        'latency (ms) | peak memory (MB) | GMACs | % of GEMM rate |',
+        '|---|---|---|---|---|---|---|---:|---:|---:|---:|'
     ]
     for r in results:
         cells = [
             r['model'],
-            size_text(r), r['mode'], r['dtype'],
+            size_text(r),
+            backend(r), r['mode'], r['dtype'],
             str(r['compile']),
             str(r['with_cp'])
         ]
         if r['status'] == 'ok':
             cells += [
-                f'{r["latency_ms"]:.1f}', f'{r["peak_mem_mb"]:.0f}',
-                f'{r["gmacs"]:.2f}', f'{100 * r["gemm_fraction"]:.0f}%'
+                f'{r["latency_ms"]:.1f}',
+                memory_text(r), f'{r["gmacs"]:.2f}',
+                f'{100 * r["gemm_fraction"]:.0f}%'
             ]
         else:
             cells += [r['status'], '', '', '']
@@ -342,15 +431,14 @@ def plot(results, prefix):
         fig, ax = plt.subplots(figsize=(6, 4.5))
         groups = {}
         for r in results:
-            if r['status'] == 'ok':
+            if r['status'] == 'ok' and r[key] is not None:
                 groups.setdefault((r['model'], _variant(r)), []).append(r)
-        for (name, (_, dtype, compiled, with_cp)), rows in groups.items():
+        for (name, (_, dtype, compiled, with_cp,
+                    runtime)), rows in groups.items():
             rows.sort(key=lambda r: r['size'][0] * r['size'][1])
-            tags = [
-                t for t, on in ((dtype, dtype != 'fp32'),
-                                ('compiled', compiled), ('with_cp', with_cp))
-                if on
-            ]
+            options = ((dtype, dtype != 'fp32'), ('compiled', compiled),
+                       ('with_cp', with_cp), (runtime, runtime != 'pytorch'))
+            tags = [tag for tag, on in options if on]
             ax.loglog([r['size'][0] * r['size'][1] for r in rows],
                       [r[key] for r in rows],
                       'o-',
@@ -386,6 +474,13 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
     parser.add_argument(
         '--compile', action='store_true', help='also measure torch.compile')
+    parser.add_argument(
+        '--backend',
+        nargs='+',
+        choices=BACKENDS,
+        default=['pytorch'],
+        help='eager PyTorch and/or the model exported to ONNX in '
+        'onnxruntime (CPU, fp32 inference)')
     parser.add_argument(
         '--with-cp',
         choices=['off', 'on', 'both'],
@@ -423,6 +518,11 @@ def parse_args(argv=None):
         if args.shape is None else analysis.parse_shapes(parser, args.shape))
     if args.rounds < 1:
         parser.error(f'--rounds must be at least 1, got {args.rounds}')
+    cpu_fp32_inference = (args.mode, args.dtype,
+                          args.device) == ('infer', 'fp32', 'cpu')
+    if 'onnxruntime' in args.backend and not cpu_fp32_inference:
+        parser.error('--backend onnxruntime times fp32 inference on the '
+                     'CPU: use --mode infer --dtype fp32 --device cpu')
     if args.baseline and args.baseline not in args.models:
         parser.error(f'--baseline {args.baseline} is not one of --models')
     return args
@@ -448,11 +548,13 @@ def main(argv=None):
                 device=args.device,
                 compile=compiled,
                 with_cp=with_cp,
+                backend=runtime,
                 threads=args.threads,
                 warmup=args.warmup,
                 repeats=args.repeats) for name in args.models
-            for with_cp in cp_options[args.with_cp]
-            for compiled in ([False, True] if args.compile else [False])
+            for with_cp in cp_options[args.with_cp] for runtime in args.backend
+            for compiled in ([False, True] if args.compile
+                             and runtime == 'pytorch' else [False])
         ]
         runs = [[] for _ in specs]
         for _ in range(args.rounds):

@@ -14,7 +14,7 @@ from ..converters import FLATTEN_SWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, ShiftedWindowAttention,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens)
-from ..layers.tokens import HW
+from ..layers.tokens import HW, is_exporting
 from .base import HierarchicalBackbone, Stage
 
 # The official attention types 'LLSS': focused linear attention in stages
@@ -106,9 +106,11 @@ class PatchMerging(nn.Module):
         batch, _, channels = x.shape
         height, width = hw
         x = x.view(batch, height, width, channels)
-        if height % 2 or width % 2:
+        if is_exporting() or height % 2 or width % 2:
             x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
-        hw = (-(-height // 2), -(-width // 2))
+        # Ceil division on non-negative operands only: an exported graph's
+        # integer division truncates.
+        hw = ((height + 1) // 2, (width + 1) // 2)
         # Split rows and columns into (index, parity) pairs; the column
         # parity varies slowest in the official channel order.
         x = x.view(batch, hw[0], 2, hw[1], 2,

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW, map_to_tokens, tokens_to_map
+from .tokens import HW, is_exporting, map_to_tokens, tokens_to_map
 
 # How learned position tables are resized to other grids: bilinear as in
 # the official PVT run-time code, or bicubic as in the official load-time
@@ -25,7 +25,7 @@ def resize_pos_embed(pos_embed, src_hw: HW, dst_hw: HW, mode: str):
     Returns the table itself at its native grid, so outputs there are
     bit-exact. ``mode`` is one of :data:`POS_RESIZE_MODES`.
     """
-    if tuple(src_hw) == tuple(dst_hw):
+    if not is_exporting() and tuple(src_hw) == tuple(dst_hw):
         return pos_embed
     channels = pos_embed.shape[-1]
     grid = pos_embed.reshape(1, *src_hw, channels).permute(0, 3, 1, 2)
@@ -38,7 +38,7 @@ def pad_to_multiple(x, multiple: int):
     W become multiples of ``multiple``."""
     pad_h = -x.shape[-2] % multiple
     pad_w = -x.shape[-1] % multiple
-    if pad_h or pad_w:
+    if is_exporting() or pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
     return x
 

@@ -13,6 +13,15 @@ import torch
 HW = Tuple[int, int]
 
 
+def is_exporting() -> bool:
+    """Whether the forward pass is being traced (``torch.jit.trace``) or
+    exported to ONNX rather than run: sizes are then symbolic, so a Python
+    branch on them would be fixed in the graph at the traced size. Callers
+    take the one path that is valid at every size (pad even by zero,
+    resize even to the same grid)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
     """``(B, H*W, C)`` tokens -> ``(B, C, H, W)`` map (a view).
 
@@ -40,7 +49,9 @@ def tokens_to_nchw(x: torch.Tensor, hw: HW) -> torch.Tensor:
 
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """``(..., N, C)`` -> ``(..., heads, N, C // heads)`` (a view)."""
-    return x.unflatten(-1, (num_heads, -1)).transpose(-3, -2)
+    # Not unflatten: the ONNX exporter writes the other sizes of an
+    # unflatten as the traced constants; reshape keeps them symbolic.
+    return x.reshape(*x.shape[:-1], num_heads, -1).transpose(-3, -2)
 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:

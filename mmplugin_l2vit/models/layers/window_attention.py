@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import HW
+from .tokens import HW, is_exporting
 
 # ``linear(x, layer)``: how the attention applies its projections (the
 # module call by default; the CPU's in-place inference passes its own).
@@ -30,7 +30,10 @@ def fits_one_window(hw: HW, window_size: int) -> bool:
 
 def padded_size(hw: HW, window: HW) -> HW:
     """``hw`` rounded up to multiples of ``window``."""
-    return tuple(-(-size // side) * side for size, side in zip(hw, window))
+    # Non-negative operands only: an exported graph's integer division
+    # truncates.
+    return tuple(
+        (size + side - 1) // side * side for size, side in zip(hw, window))
 
 
 def partition_windows(x, hw: HW, window: HW):
@@ -41,7 +44,8 @@ def partition_windows(x, hw: HW, window: HW):
     (height, width), (win_h, win_w) = hw, window
     x = x.reshape(batch, height, width, channels)
     padded_h, padded_w = padded_size(hw, window)
-    if (padded_h, padded_w) != (height, width):
+    # Traced graphs pad by what may be zero: one graph for every size.
+    if is_exporting() or (padded_h, padded_w) != (height, width):
         x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
     x = x.view(batch, padded_h // win_h, win_h, padded_w // win_w, win_w,
                channels)
@@ -167,7 +171,10 @@ class UnmaskedWindowAttention(nn.Module):
         heads, head_dims = self.num_heads, self.head_dims
         padded_h, padded_w = padded_size(hw, window)
         x = x.view(batch, height, width, channels)
-        if (padded_h, padded_w) != tuple(hw):
+        # Traced graphs pad and crop by what may be zero: one graph for
+        # every size.
+        padded = is_exporting() or (padded_h, padded_w) != tuple(hw)
+        if padded:
             x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
@@ -186,7 +193,7 @@ class UnmaskedWindowAttention(nn.Module):
                                                      channels)
         if shift:
             out = torch.roll(out, (shift, shift), dims=(1, 2))
-        if (padded_h, padded_w) != tuple(hw):
+        if padded:
             out = out[:, :height, :width]
         return linear(out, self.proj).reshape(batch, num_tokens, channels)
 
@@ -260,6 +267,8 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
         return self.relative_position_bias_table.t()[:, index]
 
     def forward(self, x, hw: HW, linear: Optional[Linear] = None):
+        if is_exporting():
+            return self._forward_at_any_size(x, hw, linear)
         size, shift = self.window_size, self.shift_size
         if fits_one_window(hw, size):
             return self.attend_in_windows(
@@ -278,3 +287,39 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
                 x.shape[0], 1, 1, 1)
         return self.attend_in_windows(x, hw, (size, size), shift, attn_mask,
                                       linear)
+
+    def _forward_at_any_size(self, x, hw: HW, linear: Optional[Linear]):
+        """:meth:`forward` as one graph for every map size, for tracing and
+        export (``hw`` holds traced sizes): its two cases are chosen by
+        ``torch.where`` on the sizes instead of a Python branch. A map that
+        fits in one window is padded to a whole window and attended
+        unshifted, with the padding masked out of the keys (as if it were
+        absent, as in :meth:`forward`); a larger one is padded, shifted
+        and masked as in :meth:`forward`."""
+        batch, _, channels = x.shape
+        height, width = hw
+        size, shift = self.window_size, self.shift_size
+        fits = (height <= size) & (width <= size)
+        padded_hw = padded_size(hw, (size, size))
+        token = torch.arange(size * size, device=x.device)
+        padding_key = ((token // size >= height) | (token % size >= width))
+        attn_mask = self.relative_position_bias(
+            (size, size)).masked_fill(padding_key & fits, float('-inf'))[None]
+        x = F.pad(
+            x.view(batch, height, width, channels),
+            (0, 0, 0, padded_hw[1] - width, 0, padded_hw[0] - height))
+        if shift:
+            shift_mask = shifted_window_mask(padded_hw, size, shift,
+                                             attn_mask.dtype, x.device)
+            attn_mask = (torch.where(fits, 0., shift_mask).unsqueeze(1) +
+                         attn_mask).repeat(batch, 1, 1, 1)
+            x = torch.where(fits, x, torch.roll(x, (-shift, -shift), (1, 2)))
+        out = self.attend_in_windows(
+            x.view(batch, -1, channels),
+            padded_hw, (size, size),
+            attn_mask=attn_mask,
+            linear=linear).view(x.shape)
+        if shift:
+            out = torch.where(fits, out, torch.roll(out, (shift, shift),
+                                                    (1, 2)))
+        return out[:, :height, :width].reshape(batch, -1, channels)
