@@ -96,5 +96,6 @@ setup(
     cmdclass=dict(build_py=BuildPyWithMim, sdist=SdistWithMim),
     extras_require=dict(
         dev=dev_requirements(),
-        # ONNX export (tools/deployment) and onnxruntime inference.
-        deploy=['onnx', 'onnxruntime']))
+        # ONNX export (tools/deployment) and onnxruntime inference; the
+        # floors are the versions tested.
+        deploy=['onnx>=1.23.2', 'onnxruntime>=1.32.0']))
