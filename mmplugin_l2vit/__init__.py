@@ -2,9 +2,11 @@
 """Linear-attention backbones (L²ViT, FLatten) for OpenMMLab.
 
 Importing the package registers every backbone (see :mod:`.registry`) and
-applies the fixes today's stack needs (see :mod:`.runtime`): weights-only
-``torch.load`` of OpenMMLab and official checkpoints, distributed training
-on CPU-only hosts, atomic checkpoint writes.
+applies the fixes the installed mmengine/torch needs, all listed in
+:mod:`.runtime` (``MMPLUGIN_L2VIT_STACK_FIXES=0`` turns them off):
+weights-only checkpoint loading with a scoped allow-list, atomic writes
+that keep outdated checkpoints until the new one is in place, distributed
+training on CPU-only hosts.
 """
 from .models import *  # noqa: F401,F403,E402  (registers the backbones)
 from .registry import register_into_downstream

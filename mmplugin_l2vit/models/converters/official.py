@@ -15,6 +15,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from ...runtime import load_checkpoint_file
+
 Rules = Sequence[Tuple[str, Optional[str]]]
 
 # Keys of the training dicts that official release files are saved as:
@@ -190,7 +192,7 @@ def convert_checkpoint_file(src: str,
     """
     if osp.abspath(src) == osp.abspath(dst):
         raise ValueError('refusing to overwrite the source checkpoint')
-    checkpoint = torch.load(src, map_location='cpu')
+    checkpoint = load_checkpoint_file(src, map_location='cpu')
     weights = converter.convert(
         unwrap_checkpoint(checkpoint, use_ema=use_ema), keep_head=mmpretrain)
     if mmpretrain:
