@@ -2,9 +2,11 @@
 """Linear-attention backbones (L²ViT, FLatten) for OpenMMLab.
 
 Importing the package registers every backbone (see :mod:`.registry`) and
-applies the fixes today's stack needs (see :mod:`.runtime`): weights-only
-``torch.load`` of OpenMMLab and official checkpoints, distributed training
-on CPU-only hosts, atomic checkpoint writes. It also lets configs inherit
+applies the fixes the installed mmengine/torch needs, all listed in
+:mod:`.runtime` (``MMPLUGIN_L2VIT_STACK_FIXES=0`` turns them off):
+weights-only checkpoint loading with a scoped allow-list, atomic writes
+that keep outdated checkpoints until the new one is in place, distributed
+training on CPU-only hosts. It also lets configs inherit
 ours by scope, ``_base_ = 'mmplugin_l2vit::...'`` (see :mod:`.config_scope`),
 and adds our ImageNet classifiers to mmpretrain's ``ModelHub`` (see
 :mod:`.model_index`).

@@ -1,21 +1,30 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""Keep ``torch.load(weights_only=True)`` working for OpenMMLab checkpoints.
+"""Weights-only checkpoint loading through mmengine.
 
 Since torch 2.6 ``torch.load`` only unpickles allow-listed globals, while
 mmengine 0.10.7 calls it without ``weights_only``. Checkpoints written by an
 mmengine Runner hold a ``MessageHub`` (``HistoryBuffer`` objects and numpy
 scalars and arrays), and the official L²ViT/FLatten release files hold an
-``argparse.Namespace`` (L²ViT) or a yacs ``CfgNode`` (FLatten). Rather
-than turning weights-only loading off, this module allow-lists exactly
-those classes, so a pickle that would run any other code is still refused.
-Checkpoints given as URLs (``init_cfg=dict(type='Pretrained',
-checkpoint='https://...')``) are loaded the same way.
+``argparse.Namespace`` (L²ViT) or a yacs ``CfgNode`` (FLatten).
+
+Rather than turning weights-only loading off, :func:`checkpoint_globals`
+allow-lists exactly those classes for the loads made inside it, and
+mmengine's ``CheckpointLoader`` loads every checkpoint inside it. Nothing is
+registered for other ``torch.load`` calls. mmengine's URL loader, used by
+``http(s)://``, ``torchvision://``, ``modelzoo://``, ``open-mmlab://`` and
+``mmcls://``, unpickles with ``weights_only=False``; it is replaced by a
+weights-only one.
 """
 import argparse
+import contextlib
+import errno
+import functools
 import hashlib
 import importlib
 import os
 import os.path as osp
+import pickle
+import threading
 from collections import OrderedDict
 from typing import Optional
 from urllib.parse import urlparse
@@ -29,6 +38,15 @@ _NUMPY_MULTIARRAY_PATHS = ('numpy.core.multiarray', 'numpy._core.multiarray')
 
 # The statistics every HistoryBuffer registers for itself on creation.
 _DEFAULT_STATISTICS = frozenset(('min', 'max', 'current', 'mean'))
+
+# torch's allow-list is one process-wide set: loads inside
+# checkpoint_globals() are serialised so that one thread leaving the
+# context cannot take the entries away from another one still loading.
+_ALLOW_LIST_LOCK = threading.RLock()
+
+
+class CheckpointFileError(RuntimeError):
+    """A checkpoint file is empty, truncated or not a torch file."""
 
 
 def _history_buffer_getattr(obj, name):
@@ -61,8 +79,9 @@ class YacsConfigAsDict:
         return OrderedDict()
 
 
+@functools.lru_cache(maxsize=None)
 def checkpoint_safe_globals():
-    """Return the ``(callable, pickled path)`` pairs to allow-list."""
+    """Return the fixed ``(callable, pickled path)`` pairs to allow-list."""
     from mmengine.logging import HistoryBuffer
     try:
         multiarray = importlib.import_module('numpy._core.multiarray')
@@ -87,64 +106,160 @@ def checkpoint_safe_globals():
             cls = getattr(dtypes, name)
             if isinstance(cls, type) and issubclass(cls, np.dtype):
                 pairs.append((cls, f'numpy.dtypes.{name}'))
-    return pairs
+    return tuple(pairs)
 
 
-def allow_checkpoint_globals() -> None:
-    """Allow-list :func:`checkpoint_safe_globals` for weights-only loads.
+def _pickled_path(entry):
+    if isinstance(entry, tuple):
+        return entry[1]
+    return f'{entry.__module__}.{entry.__qualname__}'
 
-    Does nothing on torch versions without ``add_safe_globals`` (< 2.4),
-    which load without the restriction anyway.
+
+def _replace_safe_globals(entries):
+    torch.serialization.clear_safe_globals()
+    torch.serialization.add_safe_globals(list(entries))
+
+
+@contextlib.contextmanager
+def checkpoint_globals():
+    """Allow-list :func:`checkpoint_safe_globals` for the loads inside.
+
+    What other code registered stays allowed, except entries under a path
+    of ours (a plain ``builtins.getattr``, say), which are set aside inside
+    the context, so ours apply whatever the set order. On exit the
+    registrations are as they were (plus any added meanwhile by others).
     """
-    add_safe_globals = getattr(torch.serialization, 'add_safe_globals', None)
-    if add_safe_globals is not None:
-        add_safe_globals(checkpoint_safe_globals())
+    ours = checkpoint_safe_globals()
+    our_paths = {path for _, path in ours}
+    with _ALLOW_LIST_LOCK:
+        before = torch.serialization.get_safe_globals()
+        set_aside = [
+            entry for entry in before
+            if _pickled_path(entry) in our_paths and entry not in ours
+        ]
+        added = [entry for entry in ours if entry not in before]
+        _replace_safe_globals(
+            [entry for entry in before if entry not in set_aside] + added)
+        try:
+            yield
+        finally:
+            now = torch.serialization.get_safe_globals()
+            _replace_safe_globals(
+                [entry for entry in now if entry not in added] + set_aside)
 
 
-def _cached_download(url: str, model_dir: Optional[str] = None) -> str:
-    """Download ``url`` once into torch's checkpoint cache; return the path.
+def _is_damage(error) -> bool:
+    """Whether ``torch.load`` failed on the bytes of the file (an empty or
+    cut-off file, or one that is no torch checkpoint)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return 'Weights only load failed' not in str(error)
+    return (isinstance(error, EOFError)
+            or (isinstance(error, RuntimeError)
+                and 'PytorchStreamReader' in str(error))
+            or (isinstance(error, OSError) and error.errno == errno.EINVAL))
 
-    The file is named after the URL's last path component, or after a hash
-    of the URL where there is none (share links such as
-    ``https://cloud.tsinghua.edu.cn/f/<id>/?dl=1``).
+
+def _damage_message(filename, error) -> Optional[str]:
+    """Say what is wrong with a checkpoint file that failed to load, or
+    return None where the error is not about the file's bytes."""
+    size = os.path.getsize(filename) if osp.isfile(filename) else None
+    if size == 0:
+        return (f'checkpoint {filename} is empty (0 bytes): it was probably '
+                'cut off while being written; use another checkpoint')
+    if not _is_damage(error):
+        return None
+    where = filename if size is None else f'{filename} ({size} bytes)'
+    reason = str(error).split('\n')[0] or type(error).__name__
+    return (f'checkpoint {where} is truncated or is not a torch '
+            f'checkpoint: {reason}')
+
+
+@contextlib.contextmanager
+def _errors_naming(filename):
+    """Re-raise a failed load naming the file and, where the file is
+    damaged, saying so."""
+    try:
+        yield
+    except (EOFError, OSError, RuntimeError, pickle.UnpicklingError) as error:
+        damage = _damage_message(filename, error)
+        if damage is not None:
+            raise CheckpointFileError(damage) from error
+        if (isinstance(error, pickle.UnpicklingError)
+                and 'Weights only load failed' in str(error)):
+            raise pickle.UnpicklingError(
+                f'refusing to load {filename}: {error}') from None
+        raise
+
+
+def load_checkpoint_file(filename, map_location=None):
+    """``torch.load`` a local file weights-only, as mmengine's loader does
+    with the plugin imported (for tools that read official files).
+
+    Raises:
+        CheckpointFileError: The file is empty or truncated.
+        pickle.UnpicklingError: The file holds objects beyond the
+            checkpoint allow-list.
     """
-    from torch.hub import download_url_to_file, get_dir
-    model_dir = model_dir or osp.join(get_dir(), 'checkpoints')
-    os.makedirs(model_dir, exist_ok=True)
+    with checkpoint_globals(), _errors_naming(filename):
+        return torch.load(
+            filename, map_location=map_location, weights_only=True)
+
+
+def scope_checkpoint_globals_to_mmengine() -> None:
+    """Load every checkpoint mmengine's ``CheckpointLoader`` loads (local
+    files, every URL scheme, ``--resume``, ``load_from``, ``init_cfg``)
+    inside :func:`checkpoint_globals`, with errors naming the file."""
+    from mmengine.runner import CheckpointLoader
+    if getattr(CheckpointLoader.load_checkpoint, '_l2vit_fix', False):
+        return
+    original = CheckpointLoader.load_checkpoint.__func__
+
+    @functools.wraps(original)
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        with checkpoint_globals(), _errors_naming(filename):
+            return original(cls, filename, map_location, logger)
+
+    load_checkpoint._l2vit_fix = True
+    CheckpointLoader.load_checkpoint = classmethod(load_checkpoint)
+
+
+def _cache_file_name(url: str) -> str:
+    """The URL's last path component, or for share links whose path has no
+    file name (``https://cloud.tsinghua.edu.cn/f/<id>/?dl=1``) a name with
+    a hash of the URL."""
     name = osp.basename(urlparse(url).path.rstrip('/'))
-    if not name.endswith(('.pth', '.pt', '.ckpt', '.bin')):
-        digest = hashlib.sha256(url.encode()).hexdigest()[:12]
-        name = f'{name or "checkpoint"}-{digest}.pth'
-    path = osp.join(model_dir, name)
-    if not osp.exists(path):
-        # download_url_to_file writes a temporary file and renames it.
-        download_url_to_file(url, path, progress=False)
-    return path
+    if name.endswith(('.pth', '.pt', '.ckpt', '.bin')):
+        return name
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    return f'{name or "checkpoint"}-{digest}.pth'
 
 
-def load_from_http_weights_only(filename, map_location=None, model_dir=None):
-    """mmengine's ``http(s)://`` checkpoint loader, weights-only.
+def load_url_weights_only(url,
+                          model_dir=None,
+                          map_location=None,
+                          progress=True,
+                          check_hash=False,
+                          file_name=None):
+    """mmengine's ``load_url``, but weights-only.
 
-    mmengine loads URLs through ``torch.hub.load_state_dict_from_url``,
-    whose ``weights_only`` defaults to False: a checkpoint from the internet
-    could run code. This loader downloads on local rank 0 first (the others
-    wait), then loads with ``torch.load``'s weights-only default.
+    mmengine's ``load_from_http`` (which the ``torchvision://``,
+    ``modelzoo://``, ``open-mmlab://`` and ``mmcls://`` loaders call too)
+    loads through ``torch.hub.load_state_dict_from_url``, whose
+    ``weights_only`` defaults to False. Downloads go to torch's hub cache
+    as before.
     """
-    from mmengine.dist import get_dist_info
-    rank, world_size = get_dist_info()
-    if rank == 0:
-        path = _cached_download(filename, model_dir)
-    if world_size > 1:
-        torch.distributed.barrier()
-        if rank > 0:
-            path = _cached_download(filename, model_dir)
-    return torch.load(path, map_location=map_location, weights_only=True)
+    with checkpoint_globals():
+        return torch.hub.load_state_dict_from_url(
+            url,
+            model_dir=model_dir,
+            map_location=map_location,
+            progress=progress,
+            check_hash=check_hash,
+            file_name=file_name or _cache_file_name(url),
+            weights_only=True)
 
 
 def load_urls_weights_only() -> None:
-    """Register :func:`load_from_http_weights_only` for http(s) URLs."""
-    from mmengine.runner import CheckpointLoader
-    CheckpointLoader.register_scheme(
-        prefixes=('http://', 'https://'),
-        loader=load_from_http_weights_only,
-        force=True)
+    """Make mmengine's URL loader :func:`load_url_weights_only`."""
+    from mmengine.runner import checkpoint
+    checkpoint.load_url = load_url_weights_only

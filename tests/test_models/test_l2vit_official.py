@@ -19,6 +19,7 @@ from mmplugin_l2vit import L2ViT
 from mmplugin_l2vit.models.converters import (L2VIT_CONVERTER,
                                               CheckpointFormatError,
                                               unwrap_checkpoint)
+from mmplugin_l2vit.runtime import load_checkpoint_file
 
 SMALL = dict(dims=[32, 64, 128, 256], depths=[2, 2, 4, 2], heads=[1, 2, 4, 8],
              window=7)
@@ -139,8 +140,9 @@ def test_pretrained_init_loads_official_release_file(tmp_path):
                               seed=1)
     path = str(tmp_path / 'L2ViT-checkpoint-best-ema.pth')
     torch.save(official_container(sd, ema), path)
-    # weights_only loading stays on; the plugin allow-lists Namespace.
-    assert torch.load(path)['args'].model == 'L2ViT_Tiny'
+    # weights_only loading stays on; the plugin allow-lists Namespace for
+    # checkpoint loads (not for every torch.load).
+    assert load_checkpoint_file(path)['args'].model == 'L2ViT_Tiny'
     model = L2ViT(small_arch(),
                   init_cfg=dict(type='Pretrained', checkpoint=path))
     model.init_weights()
