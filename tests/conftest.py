@@ -63,8 +63,9 @@ def stage_sizes(height, width, stem=ceil_quarter):
 
 
 def randomise_zero_init(model):
-    """Draw the parameters that start at zero (FLatten's ``scale`` and
-    positional encodings) from N(0, 1), so that they count in a test."""
+    """Draw every parameter that starts at zero (biases, FLatten's
+    ``scale`` and positional encodings) from N(0, 1), so that it counts in
+    a test."""
     with torch.no_grad():
         for param in model.parameters():
             if not param.any():

@@ -230,14 +230,18 @@ def test_init_weights_keeps_loaded_weights(build, tmp_path):
     source = build()
     source.init_weights()
     # A state dict of the backbone loads as it is (strictly).
-    build().load_state_dict(source.state_dict())
+    loaded = build()
+    loaded.load_state_dict(source.state_dict())
     path = str(tmp_path / 'backbone.pth')
     torch.save(source.state_dict(), path)
     model = build(init_cfg=dict(type='Pretrained', checkpoint=path))
-    for _ in range(2):  # a second call must not re-initialise anything
-        model.init_weights()
+    model.init_weights()
+    states = [loaded.state_dict(), model.state_dict()]
+    model.init_weights()  # a second call must not re-initialise anything
+    states.append(model.state_dict())
+    for state in states:
         for key, value in source.state_dict().items():
-            assert torch.equal(model.state_dict()[key], value), key
+            assert torch.equal(state[key], value), key
 
 
 def test_default_init(build, family):
@@ -275,8 +279,10 @@ def test_bad_arch(build, family, type_name):
         del arch[key]
         with pytest.raises(ValueError, match=f'missing .*{key}'):
             build(arch=arch)
-    with pytest.raises(ValueError, match="unknown .*'dims'"):
-        build(dict(dims=[1, 2, 3, 4]))
+    # A misspelt key, and a setting of the official FLatten configs.
+    for key in ('dims', 'attn_type'):
+        with pytest.raises(ValueError, match=f"unknown .*'{key}'"):
+            build({key: [1, 2, 3, 4]})
     with pytest.raises(ValueError, match='one value per stage'):
         build(dict(depths=[2, 2, 2]))
     with pytest.raises(TypeError, match='str or a dict'):
