@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from conftest import SMALL_ARCHS
+from conftest import SMALL_ARCHS as ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import embeddings, linear_attention, tokens
@@ -17,7 +17,7 @@ from mmplugin_l2vit.models.layers.window_attention import \
 
 
 def randomised(type_name):
-    model = getattr(mmplugin_l2vit, type_name)(SMALL_ARCHS[type_name]).double()
+    model = getattr(mmplugin_l2vit, type_name)(ARCHS[type_name]).double()
     for param in model.parameters():
         nn.init.normal_(param, std=0.1)
     for module in model.modules():
@@ -28,7 +28,7 @@ def randomised(type_name):
 
 
 @pytest.mark.parametrize('chunk_elements', [3000, 1 << 20])
-@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
+@pytest.mark.parametrize('type_name', sorted(ARCHS))
 def test_in_place_inference_matches_whole_map(type_name, chunk_elements,
                                               monkeypatch):
     # Small chunks: several per map, of unequal sizes where they do not
@@ -98,7 +98,7 @@ def test_onednn_linear_is_used_where_available():
     assert tokens.ONEDNN_LINEAR == torch.backends.mkldnn.is_available()
 
 
-@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
+@pytest.mark.parametrize('type_name', sorted(ARCHS))
 def test_onednn_inference_matches_aten_in_float32(type_name, monkeypatch):
     model = randomised(type_name).float()
     x = torch.randn(1, 3, 69, 83)
