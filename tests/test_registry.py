@@ -1,6 +1,6 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""``type='L2ViT'`` and ``type='mmplugin_l2vit.L2ViT'`` from every
-installed downstream registry."""
+"""Every backbone as ``type='L2ViT'`` and ``type='mmplugin_l2vit.L2ViT'``
+from every installed downstream registry."""
 import importlib.util
 import os.path as osp
 import subprocess
@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import SMALL_ARCH
+from conftest import SMALL_ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit import L2ViT
@@ -18,11 +18,17 @@ SCOPES = ['mmdet', 'mmseg', 'mmpretrain']
 
 
 @pytest.mark.parametrize('scope', SCOPES)
-@pytest.mark.parametrize('type_name', ['L2ViT', 'mmplugin_l2vit.L2ViT'])
+@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
 def test_build_from_downstream_registry(scope, type_name):
     registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    model = registry.build(dict(type=type_name, arch=SMALL_ARCH))
-    assert isinstance(model, L2ViT)
+    for registered_name in (type_name, f'mmplugin_l2vit.{type_name}'):
+        model = registry.build(
+            dict(
+                type=registered_name,
+                arch=SMALL_ARCHS[type_name],
+                out_indices=(1, 3)))
+        assert type(model) is getattr(mmplugin_l2vit, type_name)
+        assert model.out_indices == (1, 3)
 
 
 def test_registered_in_plugin_scope():
@@ -50,16 +56,14 @@ FRESH_BUILD = """
     import sys
     from {scope}.registry import MODELS
     assert 'mmplugin_l2vit' not in sys.modules
-    arch = dict(embed_dims=[32, 64, 128, 256], depths=[1, 1, 1, 1],
-                num_heads=[1, 2, 4, 8], window_size=7)
-    model = MODELS.build(dict(type='mmplugin_l2vit.L2ViT', arch=arch))
+    model = MODELS.build(dict(type='mmplugin_l2vit.L2ViT', arch={arch!r}))
     print(type(model).__module__)
     """
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 def test_scoped_type_needs_no_import(scope):
-    out = run_fresh(FRESH_BUILD.format(scope=scope))
+    out = run_fresh(FRESH_BUILD.format(scope=scope, arch=SMALL_ARCHS['L2ViT']))
     assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']
 
 
@@ -67,7 +71,7 @@ def test_scoped_type_from_mmpretrain_without_import():
     """mmpretrain's registry imports ``mmpretrain.models`` (which needs
     torchvision) before any lookup, so before the plugin is imported the
     scoped type works there only where torchvision is installed."""
-    code = FRESH_BUILD.format(scope='mmpretrain')
+    code = FRESH_BUILD.format(scope='mmpretrain', arch=SMALL_ARCHS['L2ViT'])
     if importlib.util.find_spec('torchvision') is not None:
         out = run_fresh(code)
         assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']

@@ -4,6 +4,7 @@ shipped configs (only the backbone dict and the channels that follow from
 it change) runs a loss step with backward and a predict step."""
 import pytest
 import torch
+from conftest import SMALL_ARCHS, SMALL_DIMS
 from mmengine.config import ConfigDict
 from mmengine.hub import get_config
 from mmengine.model import revert_sync_batchnorm
@@ -12,22 +13,6 @@ from mmengine.structures import PixelData
 
 import mmplugin_l2vit  # noqa: F401
 
-DIMS = [32, 64, 128, 256]
-HEADS = [1, 2, 4, 8]
-# Small archs of every type, one or two blocks per stage.
-BACKBONES = {
-    'L2ViT':
-    dict(arch=dict(embed_dims=DIMS, depths=[2, 2, 2, 2], num_heads=HEADS,
-                   window_size=7)),
-    'FLattenPVT':
-    dict(arch=dict(embed_dims=DIMS, depths=[1, 1, 1, 1], num_heads=HEADS)),
-    'FLattenPVTv2':
-    dict(arch=dict(embed_dims=DIMS, depths=[1, 1, 1, 1], num_heads=HEADS)),
-    'FLattenSwin':
-    dict(arch=dict(embed_dims=DIMS, depths=[1, 1, 2, 2], num_heads=HEADS)),
-    'FLattenCSWin':
-    dict(arch=dict(embed_dims=DIMS, depths=[1, 1, 1, 1], num_heads=HEADS)),
-}
 DET_CONFIGS = {
     'mask-rcnn': 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
     'cascade-mask-rcnn':
@@ -46,7 +31,7 @@ def swap_backbone(model_cfg, type_name, in_channels):
     model_cfg.backbone = ConfigDict(
         type=f'mmplugin_l2vit.{type_name}', drop_path_rate=0.1,
         out_indices=tuple(range(4 - len(in_channels), 4)),
-        **BACKBONES[type_name])
+        arch=SMALL_ARCHS[type_name])
     model_cfg.pop('pretrained', None)
 
 
@@ -62,7 +47,7 @@ def backward_losses(losses, expected_keys):
     total.backward()
 
 
-@pytest.mark.parametrize('type_name', sorted(BACKBONES))
+@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
 @pytest.mark.parametrize('config', sorted(DET_CONFIGS))
 def test_mmdet_loss_and_predict(config, type_name):
     from mmdet.registry import MODELS
@@ -70,7 +55,7 @@ def test_mmdet_loss_and_predict(config, type_name):
     init_default_scope('mmdet')
     cfg = get_config(DET_CONFIGS[config])
     # RetinaNet takes stages 2-4 (P3-P7 from the FPN), as in its configs.
-    in_channels = DIMS[1:] if config == 'retinanet' else DIMS
+    in_channels = SMALL_DIMS[1:] if config == 'retinanet' else SMALL_DIMS
     swap_backbone(cfg.model, type_name, in_channels)
     cfg.model.neck.in_channels = in_channels
     if config == 'retinanet':
@@ -119,18 +104,18 @@ def seg_inputs(batch, size, num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.mark.parametrize('type_name', sorted(BACKBONES))
+@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
 @pytest.mark.parametrize('config', sorted(SEG_CONFIGS))
 def test_mmseg_loss_and_predict(config, type_name):
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
     cfg = get_config(SEG_CONFIGS[config])
-    swap_backbone(cfg.model, type_name, DIMS)
+    swap_backbone(cfg.model, type_name, SMALL_DIMS)
     if config == 'upernet':
-        cfg.model.decode_head.in_channels = DIMS
-        cfg.model.auxiliary_head.in_channels = DIMS[2]
+        cfg.model.decode_head.in_channels = SMALL_DIMS
+        cfg.model.auxiliary_head.in_channels = SMALL_DIMS[2]
     else:
-        cfg.model.neck.in_channels = DIMS
+        cfg.model.neck.in_channels = SMALL_DIMS
     cfg.model.data_preprocessor.size = (96, 96)
     model = revert_sync_batchnorm(MODELS.build(cfg.model))
     model.init_weights()

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch.nn.functional as F
-from test_models.test_mixed_precision import ARCHS
+from conftest import SMALL_ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.models.layers import (FocusedLinearAttention,
@@ -27,10 +27,10 @@ def _fresh_dynamo():
 
 
 @pytest.mark.parametrize('with_cp', [False, True])
-@pytest.mark.parametrize('type_name', sorted(ARCHS))
+@pytest.mark.parametrize('type_name', sorted(SMALL_ARCHS))
 def test_backbone_compiles_to_one_graph(type_name, with_cp):
     model = getattr(mmplugin_l2vit, type_name)(
-        ARCHS[type_name], with_cp=with_cp)
+        SMALL_ARCHS[type_name], with_cp=with_cp)
     model.init_weights()
     model.train(with_cp)
     x = torch.randn(1, 3, *IMAGE_HW)

@@ -1,6 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
-"""FLattenCSWin: the backbone contract, equivalence with an independent
-reference of the official model, and loading of official checkpoints.
+"""FLattenCSWin: presets, equivalence with an independent reference of the
+official model, and loading of official checkpoints (the backbone contract
+of every type is tested in ``test_backbone_contract.py``).
 
 Official-format state dicts are generated from the spec's key table
 (``flatten_cswin_reference.official_state_dict``) and run through a
@@ -9,6 +10,7 @@ functional model that reads the official keys directly.
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SMALL_ARCHS, overlapping_quarter, stage_sizes
 from flatten_cswin_reference import (ARCHS, official_state_dict,
                                      reference_forward)
 
@@ -18,9 +20,11 @@ from mmplugin_l2vit.models.backbones.flatten_cswin import (
 from mmplugin_l2vit.models.converters import (FLATTEN_CSWIN_CONVERTER,
                                               CheckpointFormatError)
 
-SMALL = dict(dims=[32, 64, 128, 256], depths=[1, 2, 2, 1], heads=[1, 2, 4, 8])
-SMALL_ARCH = dict(
-    embed_dims=SMALL['dims'], depths=SMALL['depths'], num_heads=SMALL['heads'])
+SMALL_ARCH = dict(SMALL_ARCHS['FLattenCSWin'], depths=[1, 2, 2, 1])
+SMALL = dict(
+    dims=SMALL_ARCH['embed_dims'],
+    depths=SMALL_ARCH['depths'],
+    heads=SMALL_ARCH['num_heads'])
 
 # Parameters of the official models with their 1000-class head, measured
 # from the official code (the spec rounds them to 21.20M, 35.45M, 74.87M
@@ -33,19 +37,6 @@ OFFICIAL_PARAMS = {
 }
 # Sizes every arch must take (the issue's list).
 DENSE_SIZES = [(225, 301), (512, 512), (800, 1333)]
-
-
-def stage_sizes(h, w):
-    sizes = [((h - 3) // 4 + 1, (w - 3) // 4 + 1)]
-    for _ in range(3):
-        sizes.append((-(-sizes[-1][0] // 2), -(-sizes[-1][1] // 2)))
-    return sizes
-
-
-def test_spec_stage_sizes():
-    assert stage_sizes(224, 224) == [(56, 56), (28, 28), (14, 14), (7, 7)]
-    assert stage_sizes(800, 1333) == [(200, 333), (100, 167), (50, 84),
-                                      (25, 42)]
 
 
 def stage_tokens(model, x):
@@ -99,9 +90,9 @@ def test_arch_presets(arch):
     for size in sizes:
         with torch.no_grad():
             outs = model(torch.randn(1, 3, *size))
-        assert [tuple(o.shape) for o in outs] == [
-            (1, c, h, w) for c, (h, w) in zip(spec['dims'], stage_sizes(*size))
-        ]
+        grids = stage_sizes(*size, overlapping_quarter)
+        assert [tuple(o.shape) for o in outs
+                ] == [(1, c, h, w) for c, (h, w) in zip(spec['dims'], grids)]
         assert all(torch.isfinite(o).all() for o in outs)
 
 
@@ -128,140 +119,8 @@ def test_block_layout():
     assert get_v.weight.shape == (128, 1, 3, 3)
 
 
-@pytest.mark.parametrize('out_indices', [(0, ), (1, ), (2, ), (3, ), (1, 2, 3),
-                                         (0, 1, 2, 3), (-1, )])
-def test_out_indices(out_indices):
-    model = FLattenCSWin(SMALL_ARCH, out_indices=out_indices).eval()
-    expected = sorted(i % 4 for i in out_indices)
-    assert [n for n, _ in model.named_children()
-            if n.startswith('norm')] == [f'norm{i}' for i in expected]
-    with torch.no_grad():
-        outs = model(torch.randn(2, 3, 64, 96))
-    sizes = stage_sizes(64, 96)
-    assert [tuple(o.shape) for o in outs] == [(2, SMALL['dims'][i], *sizes[i])
-                                              for i in expected]
-
-
-@pytest.mark.parametrize('size', [(32, 32), (33, 97), (97, 131), (225, 301)])
-def test_any_input_size(size):
-    model = FLattenCSWin(SMALL_ARCH).eval()
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, *size))
-    assert [tuple(o.shape[-2:]) for o in outs] == stage_sizes(*size)
-    assert all(torch.isfinite(o).all() for o in outs)
-
-
-def _requires_grad(module):
-    return {p.requires_grad for p in module.parameters()}
-
-
-@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 4])
-def test_frozen_stages(frozen_stages):
-    model = FLattenCSWin(SMALL_ARCH, frozen_stages=frozen_stages)
-    model.train()
-    stem_frozen = frozen_stages >= 0
-    assert _requires_grad(model.stem) == {not stem_frozen}
-    assert model.stem.norm.training is not stem_frozen
-    for i, stage in enumerate(model.stages):
-        frozen = i < frozen_stages
-        assert _requires_grad(stage) == {not frozen}, i
-        assert _requires_grad(getattr(model, f'norm{i}')) == {not frozen}
-        assert all(m.training is not frozen for m in stage.modules())
-    model.eval().train()
-    assert model.stem.norm.training is not stem_frozen
-
-
-def test_frozen_stages_gradients_stop():
-    model = FLattenCSWin(SMALL_ARCH, frozen_stages=1)
-    model.train()
-    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
-    assert model.stem.conv.weight.grad is None
-    assert model.stages[0].blocks[0].attns[0].scale.grad is None
-    assert model.stages[1].downsample.conv.weight.grad is not None
-    assert model.stages[1].blocks[0].attns[0].scale.grad is not None
-
-
-def test_norm_eval():
-    # No BatchNorm in the model: norm_eval changes nothing, LayerNorms
-    # train as usual.
-    model = FLattenCSWin(SMALL_ARCH, norm_eval=True)
-    assert model.train() is model
-    assert all(m.training for m in model.modules())
-    assert not model.eval().training
-
-
-def test_with_cp_same_gradients():
-    plain = FLattenCSWin(SMALL_ARCH)
-    plain.load_state_dict(
-        FLATTEN_CSWIN_CONVERTER.convert(
-            official_state_dict(SMALL['dims'], SMALL['depths'],
-                                SMALL['heads'])),
-        strict=False)
-    checkpointed = FLattenCSWin(SMALL_ARCH, with_cp=True)
-    checkpointed.load_state_dict(plain.state_dict())
-    x = torch.randn(2, 3, 64, 80)
-    grads = []
-    for model in (plain, checkpointed):
-        model.train()
-        outs = model(x)
-        sum((o * torch.linspace(0, 1, o.numel()).view_as(o)).sum()
-            for o in outs).backward()
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-    assert grads[0].keys() == grads[1].keys()
-    for name in grads[0]:
-        torch.testing.assert_close(
-            grads[0][name], grads[1][name], rtol=1e-5, atol=1e-6, msg=name)
-
-
-def test_drop_path_rates():
-    model = FLattenCSWin(SMALL_ARCH, drop_path_rate=0.3)
-    rates = [
-        getattr(b.drop_path, 'drop_prob', 0.) for s in model.stages
-        for b in s.blocks
-    ]
-    assert rates == pytest.approx(torch.linspace(0, 0.3, 6).tolist())
-    model.train()
-    x = torch.ones(2, 3, 64, 64)
-    assert not torch.equal(model(x)[3], model(x)[3])
-
-
-def test_autocast_bfloat16_forward_backward():
-    model = FLattenCSWin(SMALL_ARCH)
-    model.init_weights()
-    model.train()
-    x = torch.randn(1, 3, 256, 256)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        outs = model(x)
-        loss = sum(o.float().pow(2).mean() for o in outs)
-    loss.backward()
-    assert all(torch.isfinite(o).all() for o in outs)
-    for name, param in model.named_parameters():
-        assert param.grad is not None and torch.isfinite(param.grad).all(), \
-            name
-
-
-def test_init_weights_keeps_loaded_weights(tmp_path):
-    source = FLattenCSWin(SMALL_ARCH)
-    source.init_weights()
-    path = str(tmp_path / 'backbone.pth')
-    torch.save(source.state_dict(), path)
-    model = FLattenCSWin(
-        SMALL_ARCH, init_cfg=dict(type='Pretrained', checkpoint=path))
-    for _ in range(2):
-        model.init_weights()
-        for key, value in source.state_dict().items():
-            assert torch.equal(model.state_dict()[key], value), key
-
-
-def test_default_init():
-    model = FLattenCSWin(SMALL_ARCH)
-    model.init_weights()
-    block = model.stages[1].blocks[1]
-    assert block.qkv.bias.abs().sum() == 0
-    assert 0.015 < block.qkv.weight.std() < 0.025
-    assert torch.equal(block.norm1.weight, torch.ones(64))
-    attn = block.attns[0]
-    assert not attn.scale.any() and not attn.positional_encoding.any()
+def test_linear_attention_tables():
+    attn = FLattenCSWin(SMALL_ARCH).stages[1].blocks[1].attns[0]
     assert attn.positional_encoding.shape == (1, 28 * 28, 64)
     assert attn.dwc.weight.shape == (32, 1, 5, 5)
 
@@ -454,49 +313,13 @@ def test_converter_rejects_unknown_official_keys():
         FLATTEN_CSWIN_CONVERTER.convert(sd)
 
 
-@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
-def test_build_from_downstream_registry(scope):
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
-    for type_name in ('FLattenCSWin', 'mmplugin_l2vit.FLattenCSWin'):
-        model = registry.build(
-            dict(type=type_name, arch=SMALL_ARCH, out_indices=(1, 3)))
-        assert isinstance(model, FLattenCSWin)
-        assert model.out_indices == (1, 3)
-
-
 def test_bad_arguments():
-    with pytest.raises(
-            ValueError,
-            match=r"unknown FLattenCSWin arch 'huge'"
-            r".*'base', 'base-384', 'small', 'tiny'"):
-        FLattenCSWin('huge')
-    with pytest.raises(ValueError, match='missing .*num_heads'):
-        FLattenCSWin(dict(embed_dims=[32] * 4, depths=[1] * 4))
     with pytest.raises(ValueError, match="unknown .*'window_size'"):
         FLattenCSWin(dict(SMALL_ARCH, window_size=7))
     with pytest.raises(ValueError, match='stage 3 .* got 3 heads'):
         FLattenCSWin(dict(SMALL_ARCH, num_heads=[1, 2, 3, 8]))
     with pytest.raises(ValueError, match="pos_resize_mode .*'nearest'"):
         FLattenCSWin(SMALL_ARCH, pos_resize_mode='nearest')
-    with pytest.raises(ValueError, match=r'out_indices'):
-        FLattenCSWin(SMALL_ARCH, out_indices=(4, ))
-    with pytest.raises(ValueError, match=r'frozen_stages .*\[-1, 4\]'):
-        FLattenCSWin(SMALL_ARCH, frozen_stages=5)
-
-
-def test_bad_inputs():
-    model = FLattenCSWin(SMALL_ARCH).eval()
-    with pytest.raises(
-            ValueError,
-            match=r'in_channels=3 \(expected\) but '
-            r'the input has 1 channels \(got\)'):
-        model(torch.randn(1, 1, 64, 64))
-    with pytest.raises(ValueError, match='at least 32x32, got 31x64'):
-        model(torch.randn(1, 3, 31, 64))
-    with pytest.raises(ValueError, match=r'\(B, C, H, W\)'):
-        model(torch.randn(3, 64, 64))
-    four_channel = FLattenCSWin(SMALL_ARCH, in_channels=4).eval()
-    assert len(four_channel(torch.randn(1, 4, 32, 32))) == 4
 
 
 def test_deprecated_pretrain_size_key():

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from test_models.test_mixed_precision import ARCHS
+from conftest import SMALL_ARCHS as ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.models.backbones import base

@@ -4,7 +4,7 @@ least 40% on every backbone (counted tensor by tensor, so the figure is
 exact and the same on any machine)."""
 import pytest
 import torch
-from test_models.test_mixed_precision import ARCHS as SMALL_ARCHS
+from conftest import SMALL_ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit.analysis import peak_activation_memory
