@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 import torch.nn as nn
-from test_models.test_mixed_precision import ARCHS
+from conftest import SMALL_ARCHS as ARCHS
 
 import mmplugin_l2vit
 from mmplugin_l2vit import deployment
