@@ -89,9 +89,25 @@ def _remove_previous_best_after_saving(save_best_checkpoint):
     def wrapper(self, runner, metrics):
         backend = self.file_backend
         deferred = _DeferredRemovals(backend)
+        # What a failed save must give back, so that the next save replaces
+        # the best file that is still on disk.
+        best_path = getattr(self, 'best_ckpt_path', None)
+        best_paths = dict(getattr(self, 'best_ckpt_path_dict', {}))
+        best_info = {
+            key: value
+            for key, value in runner.message_hub.runtime_info.items()
+            if key.startswith('best_')
+        }
         self.file_backend = deferred
         try:
             save_best_checkpoint(self, runner, metrics)
+        except BaseException:
+            self.best_ckpt_path = best_path
+            if hasattr(self, 'best_ckpt_path_dict'):
+                self.best_ckpt_path_dict = best_paths
+            for key, value in best_info.items():
+                runner.message_hub.update_info(key, value)
+            raise
         finally:
             self.file_backend = backend
         # Only one of the two exists, by the number of key indicators.
