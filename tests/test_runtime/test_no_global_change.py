@@ -119,7 +119,8 @@ def attempt(obj):
     buffer.seek(0)
     try:
         # Without addresses, which differ between processes.
-        return 'loaded ' + re.sub('0x[0-9a-f]+', '0x', repr(torch.load(buffer)))
+        loaded = repr(torch.load(buffer))
+        return 'loaded ' + re.sub('0x[0-9a-f]+', '0x', loaded)
     except Exception as error:
         return 'refused ' + type(error).__name__
 
@@ -143,8 +144,8 @@ print(json.dumps(dict(
 
 
 @pytest.mark.parametrize('foreign', ['none', 'foreign-getattr'])
-def test_unrelated_torch_load_behaves_as_without_the_plugin(tmp_path,
-                                                           foreign):
+def test_unrelated_torch_load_behaves_as_without_the_plugin(
+        tmp_path, foreign):
     # Different hash seeds give the allow-list set different orders.
     for seed in ('1', '2', '3'):
         plain = run_script(TORCH_LOADS, foreign, 'plain', cwd=str(tmp_path),
