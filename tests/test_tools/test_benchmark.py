@@ -109,14 +109,17 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys,
     assert 'failed: ' in printed and 'scaling between consecutive' in printed
 
 
-def test_onnxruntime_timed_beside_pytorch(tmp_path):
-    extra = tmp_path / 'extra_models.py'
-    extra.write_text(EXTRA_MODELS)
+def test_onnxruntime_timed_beside_pytorch(tmp_path, monkeypatch):
+    (tmp_path / 'toy_backbones.py').write_text(TOY_MODULE)
+    (tmp_path / 'toy.py').write_text(TOY_CONFIG)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+    monkeypatch.syspath_prepend(str(tmp_path))
     prefix = tmp_path / 'bench'
     benchmark.main([
-        '--models', 'tiny-l2vit', '--extra-models',
-        str(extra), '--sizes', '64x96', '--backend', 'pytorch', 'onnxruntime',
-        '--threads', '1', '--warmup', '1', '--repeats', '2', '--out',
+        '--models', 'toy.py', '--shape', '64', '96', '--backend', 'pytorch',
+        'onnxruntime', '--threads', '1', '--warmup', '1', '--repeats', '2',
+        '--out',
         str(prefix)
     ])
     pytorch, onnxruntime = json.loads((tmp_path / 'bench.json').read_text())
@@ -127,7 +130,7 @@ def test_onnxruntime_timed_beside_pytorch(tmp_path):
     assert onnxruntime['gmacs'] == pytorch['gmacs'] > 0
     assert onnxruntime['peak_mem_mb'] is None
     markdown = (tmp_path / 'bench.md').read_text()
-    assert '| tiny-l2vit | 64x96 | onnxruntime | infer |' in markdown
+    assert '| toy.py | 64x96 | onnxruntime | infer |' in markdown
     speedup = pytorch['latency_ms'] / onnxruntime['latency_ms']
     assert f'64x96  {speedup:5.2f}x as fast' in markdown
 
