@@ -51,8 +51,9 @@ def _save_checkpoint_with_step(self, runner, step, meta):
     """Save checkpoint ``step``, then point ``last_checkpoint`` at it, then
     drop the checkpoint that falls out of ``max_keep_ckpts``."""
     outdated = None
-    already_kept = bool(self.keep_ckpt_ids) and self.keep_ckpt_ids[-1] == step
-    if self.max_keep_ckpts > 0 and not already_kept:
+    # keep_ckpt_ids exists only with max_keep_ckpts > 0.
+    if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
+                                        and self.keep_ckpt_ids[-1] == step):
         if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
             outdated = self.keep_ckpt_ids.popleft()
         self.keep_ckpt_ids.append(step)
@@ -87,6 +88,8 @@ def _remove_previous_best_after_saving(save_best_checkpoint):
 
     @functools.wraps(save_best_checkpoint)
     def wrapper(self, runner, metrics):
+        if not self.save_best:  # nothing saved (a val() without train())
+            return save_best_checkpoint(self, runner, metrics)
         backend = self.file_backend
         deferred = _DeferredRemovals(backend)
         # What a failed save must give back, so that the next save replaces

@@ -14,9 +14,9 @@ import sys
 import time
 
 import pytest
-import torch
 
 from mmplugin_l2vit.datasets import generate_demo_data
+from mmplugin_l2vit.runtime import load_checkpoint_file
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_l2vit-demo_shapes.py')
@@ -100,12 +100,13 @@ def test_sigkill_then_resume_continues_exactly(data_root, tmp_path):
     assert saved and not glob.glob(osp.join(work_dir, '.*.tmp'))
     last_saved = max(int(osp.basename(p)[5:-4]) for p in saved)
     for path in saved:
-        torch.load(path, map_location='cpu')
+        load_checkpoint_file(path, map_location='cpu')
 
     log = run(tool('train', CONFIG, '--work-dir', work_dir, '--resume',
                    *options(data_root, max_iters=8)))
     assert f'resumed epoch: 0, iter: {last_saved}' in log
-    final = torch.load(osp.join(work_dir, 'iter_8.pth'), map_location='cpu')
+    final = load_checkpoint_file(
+        osp.join(work_dir, 'iter_8.pth'), map_location='cpu')
     assert final['meta']['iter'] == 8
     # The optimizer and scheduler states came back: AdamW counted every
     # step, and the cosine schedule ended where a full run ends.
