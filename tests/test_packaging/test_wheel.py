@@ -126,7 +126,7 @@ def test_wheel_carries_mim_files_and_metadata(wheel):
         assert f'Requires-Dist: {requirement}' in metadata, requirement
     assert 'Provides-Extra: dev' in metadata
     assert 'Provides-Extra: deploy' in metadata
-    assert "Requires-Dist: onnxruntime; extra == \"deploy\"" in metadata
+    assert 'Requires-Dist: onnxruntime>=1.32.0; extra == "deploy"' in metadata
     assert "Requires-Dist: pytest==9.0.3; extra == \"dev\"" in metadata
 
 

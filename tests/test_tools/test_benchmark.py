@@ -82,7 +82,7 @@ def test_sweep_reports_failures_and_writes_outputs(tmp_path, capsys,
     for r in results:
         if r['model'] == 'broken.py':
             assert r['status'].startswith('failed: ')
-            assert 'divisible' in r['status']
+            assert 'must divide' in r['status']
             continue
         assert r['status'] == 'ok'
         assert r['mode'] == 'train' and r['dtype'] == 'fp32'
