@@ -6,9 +6,9 @@ applies the fixes the installed mmengine/torch needs, all listed in
 :mod:`.runtime` (``MMPLUGIN_L2VIT_STACK_FIXES=0`` turns them off):
 weights-only checkpoint loading with a scoped allow-list, atomic writes
 that keep outdated checkpoints until the new one is in place, distributed
-training on CPU-only hosts. It also lets configs inherit
-ours by scope, ``_base_ = 'mmplugin_l2vit::...'`` (see :mod:`.config_scope`),
-and adds our ImageNet classifiers to mmpretrain's ``ModelHub`` (see
+training on CPU-only hosts. It also lets configs inherit ours by scope,
+``_base_ = 'mmplugin_l2vit::...'`` (see :mod:`.config_scope`), and adds
+our ImageNet classifiers to mmpretrain's ``ModelHub`` (see
 :mod:`.model_index`).
 """
 from .checks import check_model_channels, explain_load_error
