@@ -166,6 +166,10 @@ def build_backbone(spec: str,
         **overrides: Further constructor arguments, e.g. ``with_cp=True``.
     """
     cfg = dict(backbone_config(spec), **overrides)
+    if not is_config_file(SHORT_NAMES.get(spec, spec)):
+        # A bare type is ours or scope-prefixed: resolve it from our scope
+        # whatever default scope an earlier Runner or config left behind.
+        cfg.setdefault('_scope_', MODELS.scope)
     if all_outputs:
         cfg['out_indices'] = (0, 1, 2, 3)
     backbone = MODELS.build(cfg)

@@ -42,6 +42,17 @@ def test_every_short_name_is_a_type_and_arch():
         assert backbone_config(name) == backbone_config(spec)
 
 
+@pytest.mark.parametrize('spec', ['FLattenPVTv2:b0', 'pvt-t'])
+def test_types_build_whatever_default_scope_is_left_set(spec):
+    # A Runner leaves mmengine's own scope as the default, where our bare
+    # type names are not registered.
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        backbone = build_backbone(spec)
+    expected = backbone_config(spec)['type'].rpartition('.')[2]
+    assert type(backbone).__name__ == expected
+
+
 @pytest.mark.parametrize('spec,error,message', [
     ('NoSuchNet:tiny', ValueError, "'NoSuchNet' is not a registered"),
     ('mmdet.SwinTransformer:huge', ValueError, 'archs known here: tiny'),
