@@ -267,3 +267,10 @@ def test_models_are_named_as_in_every_tool():
     assert args.models == ['l2vit-t', 'FLattenSwin:tiny', 'pvt-t']
     assert args.shape == [(224, 224), (800, 1344)]
     assert benchmark.parse_args([]).shape == benchmark.DEFAULT_SHAPES
+
+
+@pytest.mark.parametrize('name', ['pvt-t', 'swin-t', 'l2vit-t'])
+def test_baselines_without_checkpointing_build(name):
+    # mmdet's PVT takes no ``with_cp``: it is passed only when wanted.
+    backbone = benchmark._build_backbone(name, 'cpu')
+    assert backbone.training is False

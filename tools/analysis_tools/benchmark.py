@@ -89,8 +89,14 @@ def _now(device):
     return time.perf_counter()
 
 
+def _checkpointing(with_cp):
+    # Only asked for when wanted: some baselines (mmdet's PVT) have no
+    # ``with_cp`` argument at all.
+    return dict(with_cp=True) if with_cp else {}
+
+
 def _build_backbone(name, device, with_cp=False):
-    return analysis.build_backbone(name, with_cp=with_cp).to(device)
+    return analysis.build_backbone(name, **_checkpointing(with_cp)).to(device)
 
 
 def _build_detector_step(name, size, device, with_cp):
@@ -105,7 +111,7 @@ def _build_detector_step(name, size, device, with_cp):
     from mmdet.testing import demo_mm_inputs
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
     cfg.model.backbone = dict(
-        analysis.backbone_config(name), with_cp=with_cp)
+        analysis.backbone_config(name), **_checkpointing(with_cp))
     with torch.no_grad():
         probe = backbone(torch.randn(1, 3, 64, 64))
     cfg.model.neck.in_channels = [o.shape[1] for o in probe]
