@@ -12,9 +12,10 @@ from mmengine.model.weight_init import (constant_init, normal_init,
 
 from ...registry import MODELS
 from ..converters import FLATTEN_PVT_CONVERTER, FLATTEN_PVT_V2_CONVERTER
-from ..layers import (FocusedLinearAttention, Mlp, check_pos_resize_mode,
-                      image_to_channels_last, map_to_tokens, pad_to_multiple,
-                      resize_pos_embed, tokens_to_map)
+from ..layers import (DepthwiseConv2d, FocusedLinearAttention, Mlp,
+                      check_pos_resize_mode, image_to_channels_last,
+                      map_to_tokens, pad_to_multiple, resize_pos_embed,
+                      tokens_to_map)
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -69,12 +70,7 @@ class ConvMlp(Mlp):
 
     def __init__(self, channels: int, hidden_channels: int):
         super().__init__(channels, hidden_channels)
-        self.dwconv = nn.Conv2d(
-            hidden_channels,
-            hidden_channels,
-            3,
-            padding=1,
-            groups=hidden_channels)
+        self.dwconv = DepthwiseConv2d(hidden_channels, 3)
 
     def forward(self, x, hw: HW):
         x = map_to_tokens(self.dwconv(tokens_to_map(self.fc1(x), hw)))

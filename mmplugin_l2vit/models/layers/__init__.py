@@ -10,9 +10,12 @@
 - :mod:`.lepe`: CSWin's LePE and FLatten-CSwin's attentions;
 - :mod:`.embeddings`: stems, downsampling, position encodings, the MLP;
 - :mod:`.tokens`: token, map and head views;
+- :mod:`.depthwise_conv`: the depthwise convolutions of every local branch,
+  with a faster weight gradient in CPU training;
 - :mod:`.float32_sums`: the linear attentions' precision policy;
 - :mod:`.cpu_inference`: the CPU's in-place inference over the same steps.
 """
+from .depthwise_conv import DepthwiseConv2d, depthwise_weight_grad
 from .embeddings import (POS_RESIZE_MODES, ConvDownsample, ConvPosEnc,
                          ConvStem, Mlp, check_pos_resize_mode,
                          image_to_channels_last, pad_to_multiple,
@@ -37,12 +40,12 @@ from .window_attention import (ShiftedWindowAttention, UnmaskedWindowAttention,
                                shifted_window_mask)
 
 __all__ = [
-    'POS_RESIZE_MODES', 'ConvDownsample', 'ConvPosEnc', 'ConvStem', 'Mlp',
-    'check_pos_resize_mode', 'image_to_channels_last', 'pad_to_multiple',
-    'resize_pos_embed', 'EPS', 'FocusedLinearAttention', 'focused_attend',
-    'focused_key_value_summary', 'focused_linear_attention',
-    'focused_normaliser', 'focusing_function', 'rank_restoration',
-    'LePEAttention', 'LePEFocusedLinearAttention', 'lepe',
+    'DepthwiseConv2d', 'depthwise_weight_grad', 'POS_RESIZE_MODES',
+    'ConvDownsample', 'ConvPosEnc', 'ConvStem', 'Mlp', 'check_pos_resize_mode',
+    'image_to_channels_last', 'pad_to_multiple', 'resize_pos_embed', 'EPS',
+    'FocusedLinearAttention', 'focused_attend', 'focused_key_value_summary',
+    'focused_linear_attention', 'focused_normaliser', 'focusing_function',
+    'rank_restoration', 'LePEAttention', 'LePEFocusedLinearAttention', 'lepe',
     'LocalConcentrationModule', 'DENOMINATOR_FLOOR', 'ReLULinearAttention',
     'relu_attend', 'relu_features', 'relu_key_value_summary',
     'relu_linear_attention', 'relu_normaliser', 'map_to_tokens', 'merge_heads',

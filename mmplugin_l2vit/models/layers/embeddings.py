@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .depthwise_conv import DepthwiseConv2d
 from .tokens import HW, is_exporting, map_to_tokens, tokens_to_map
 
 # How learned position tables are resized to other grids: bilinear as in
@@ -120,12 +121,7 @@ class ConvPosEnc(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 3):
         super().__init__()
-        self.conv = nn.Conv2d(
-            channels,
-            channels,
-            kernel_size,
-            padding=kernel_size // 2,
-            groups=channels)
+        self.conv = DepthwiseConv2d(channels, kernel_size)
 
     def forward(self, x, hw: HW):
         # Added into the conv's output: one map allocated, not two.

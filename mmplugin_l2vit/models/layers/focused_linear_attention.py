@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .depthwise_conv import DepthwiseConv2d
 from .embeddings import check_pos_resize_mode, resize_pos_embed
 from .float32_sums import sums_in_float32
 from .tokens import HW, map_to_tokens, merge_heads, split_heads, tokens_to_map
@@ -157,12 +158,7 @@ class FocusedLinearAttention(nn.Module):
         self.scale = nn.Parameter(torch.zeros(1, 1, embed_dims))
         self.positional_encoding = nn.Parameter(
             torch.zeros(1, pos_grid[0] * pos_grid[1], embed_dims))
-        self.dwc = nn.Conv2d(
-            self.head_dims,
-            self.head_dims,
-            kernel_size,
-            padding=kernel_size // 2,
-            groups=self.head_dims)
+        self.dwc = DepthwiseConv2d(self.head_dims, kernel_size)
 
     def key_position(self, hw: HW) -> torch.Tensor:
         """The keys' positional encoding on the grid ``hw``,

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .cpu_inference import to_nchw
+from .depthwise_conv import DepthwiseConv2d
 from .focused_linear_attention import FocusedLinearAttention
 from .tokens import HW, map_to_tokens, merge_heads, split_heads
 from .window_attention import merge_windows, partition_windows
@@ -48,8 +49,7 @@ class LePEAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.window = window
-        self.get_v = nn.Conv2d(
-            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.get_v = DepthwiseConv2d(embed_dims, 3)
 
     def window_on(self, hw: HW) -> HW:
         """The window on a map of ``hw`` (None sides span it)."""
@@ -83,8 +83,7 @@ class LePEFocusedLinearAttention(FocusedLinearAttention):
                  pos_resize_mode: str):
         super().__init__(
             embed_dims, num_heads, pos_grid, pos_resize_mode=pos_resize_mode)
-        self.get_v = nn.Conv2d(
-            embed_dims, embed_dims, 3, padding=1, groups=embed_dims)
+        self.get_v = DepthwiseConv2d(embed_dims, 3)
 
     def forward(self, q, k, v, hw: HW):
         """Attend with ``(B, H*W, C)`` queries, keys and values."""

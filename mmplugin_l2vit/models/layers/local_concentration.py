@@ -3,6 +3,7 @@
 sharpens the linear global attention's diffuse output locally."""
 import torch.nn as nn
 
+from .depthwise_conv import DepthwiseConv2d
 from .tokens import HW, map_to_tokens, tokens_to_map
 
 
@@ -17,13 +18,10 @@ class LocalConcentrationModule(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int = 7):
         super().__init__()
-        padding = kernel_size // 2
-        self.conv1 = nn.Conv2d(
-            channels, channels, kernel_size, padding=padding, groups=channels)
+        self.conv1 = DepthwiseConv2d(channels, kernel_size)
         self.act = nn.GELU()
         self.bn = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(
-            channels, channels, kernel_size, padding=padding, groups=channels)
+        self.conv2 = DepthwiseConv2d(channels, kernel_size)
 
     def forward(self, x, hw: HW):
         x = self.bn(self.act(self.conv1(tokens_to_map(x, hw))))
