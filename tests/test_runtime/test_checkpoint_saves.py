@@ -186,16 +186,13 @@ def test_kill_before_the_removal_is_made_good_by_the_resumed_run(
         patch.setattr(checkpoint_hook, '_remove_checkpoint', killed)
         with pytest.raises(KeyboardInterrupt):
             runner.train()
-    assert sorted(glob.glob(str(tmp_path / 'iter_*.pth'))) == [
-        str(tmp_path / 'iter_2.pth'),
-        str(tmp_path / 'iter_4.pth')
-    ]
+    saved = sorted(glob.glob(str(tmp_path / 'iter_*.pth')))
+    assert saved == [str(tmp_path / f'iter_{i}.pth') for i in (2, 4)]
     assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path /
                                                              'iter_4.pth')
 
     resumed = keep_one(
         build_runner(tmp_path, 6, name='resumed_removal', resume=True))
     resumed.train()
-    assert sorted(glob.glob(str(tmp_path / 'iter_*.pth'))) == [
-        str(tmp_path / 'iter_6.pth')
-    ]
+    saved = sorted(glob.glob(str(tmp_path / 'iter_*.pth')))
+    assert saved == [str(tmp_path / 'iter_6.pth')]
