@@ -40,15 +40,16 @@ ENV = dict(
     CUDA_VISIBLE_DEVICES='',
     PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
 SEED = int(os.environ.get('L2VIT_KILL_LOOP_SEED', '12'))
-MAX_ITERS = 16
+MAX_ITERS = 12
 MAX_KEEP = 1
 # Where each run is killed: during its startup (and the loading of the
-# checkpoint it resumes from); from the moment its N-th save begins to
-# write (its temporary file appears) into the iteration after; right
-# after its N-th checkpoint is renamed into place (mostly before
-# last_checkpoint names it); right after last_checkpoint names it (mostly
-# before the outdated checkpoint is removed).
-MODES = ('startup', 'saving', 'saving', 'saved', 'named', 'named')
+# checkpoint it resumes from); within 20 ms of the moment its N-th save
+# begins to write (its temporary file appears), mostly while it writes;
+# from that moment into the iteration after; right after its N-th
+# checkpoint is renamed into place (mostly before last_checkpoint names
+# it); right after last_checkpoint names it (mostly before the outdated
+# checkpoint is removed).
+MODES = ('startup', 'writing', 'saving', 'saved', 'named')
 RESUMED = re.compile(r'resumed epoch: \d+, iter: (\d+)')
 SAVING = re.compile(r'Saving checkpoint at (\d+) iterations')
 CHECKPOINT = re.compile(r'iter_(\d+)\.pth')
@@ -210,6 +211,7 @@ def kill_loop(tmp_path, env=ENV, seed=SEED):
         nth = rng.choice((1, 2))
         delay = {
             'startup': rng.uniform(0.5, 5.0),
+            'writing': rng.uniform(0.0, 0.02),
             'saving': rng.uniform(0.0, 1.0),
             'saved': rng.uniform(0.0, 0.003),
             'named': rng.uniform(0.0, 0.0002)
@@ -221,6 +223,10 @@ def kill_loop(tmp_path, env=ENV, seed=SEED):
         resume_from = (
             load_checkpoint_file(target, map_location='cpu')['meta']['iter']
             if target else None)
+        if (resume_from or 0) + 4 > MAX_ITERS:
+            # A run could end before it is killed; rarely reached.
+            print(f'  stop: resuming at {resume_from} of {MAX_ITERS}')
+            break
         # Left by a kill: gone once the next run began its second save.
         extra = set()
         if osp.isdir(work_dir):
@@ -234,7 +240,8 @@ def kill_loop(tmp_path, env=ENV, seed=SEED):
             continue  # killed before the Runner made it
         saved = check_work_dir(work_dir)
         print(f'  left {sorted(saved)}, last_checkpoint -> '
-              f'{pointer(work_dir)}')
+              f'{osp.basename(pointer(work_dir) or "")}, '
+              f'{len(temporaries(work_dir))} temporary file(s)')
 
         with open(log) as f:
             text = f.read()
