@@ -28,17 +28,13 @@ import sys
 import time
 
 import pytest
+from repo_scripts import DEMO_CONFIG as CONFIG
+from repo_scripts import REPO
+from repo_scripts import SCRIPT_ENV as ENV
 
 from mmplugin_l2vit.datasets import generate_demo_data
 from mmplugin_l2vit.runtime import load_checkpoint_file
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_l2vit-demo_shapes.py')
-ENV = dict(
-    os.environ,
-    OMP_NUM_THREADS='1',
-    CUDA_VISIBLE_DEVICES='',
-    PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
 SEED = int(os.environ.get('L2VIT_KILL_LOOP_SEED', '12'))
 MAX_ITERS = 12
 MAX_KEEP = 1
