@@ -247,11 +247,26 @@ else
       "$torch_version (about 15 minutes on 2 cores) into $wheel_dir"
     mkdir -p "$wheel_dir"
     build=$(mktemp -d "$wheel_dir/.build.XXXXXX")
+    trap 'rm -rf "$build"' EXIT
     # No build isolation: it would pull a CUDA torch and a setuptools
     # without pkg_resources into the build environment. No pip cache: it
     # would return a wheel built against another torch.
+    "$PYTHON" -m pip download -q --no-deps --no-binary :all: \
+      --no-build-isolation --no-cache-dir -d "$build" "$mmcv_pin"
+    tar -xzf "$build"/mmcv-"$mmcv_version".tar.gz -C "$build"
+    src=$build/mmcv-$mmcv_version
+    # mmcv's setup.py asks for C++17; the headers of recent torch (2.14)
+    # need C++20 (ATen.h stops otherwise), so the flag follows torch's.
+    if "$PYTHON" -c 'import os, sys, torch
+header = os.path.join(os.path.dirname(torch.__file__), "include", "ATen",
+                      "ATen.h")
+sys.exit("C++20 or later" not in open(header).read())'; then
+      say "torch $torch_version needs C++20: building mmcv with -std=c++20"
+      sed -i 's/std=c++17/std=c++20/g; s/std:c++17/std:c++20/g' \
+        "$src/setup.py"
+    fi
     MAX_JOBS=${MAX_JOBS:-2} "$PYTHON" -m pip wheel --no-build-isolation \
-      --no-deps --no-cache-dir -w "$build" "$mmcv_pin"
+      --no-deps --no-cache-dir -w "$build" "$src"
     built=$(ls "$build"/mmcv-*.whl)
     mv "$built" "$wheel_dir/"
     rm -rf "$build"
