@@ -166,6 +166,7 @@ need_pair() {
     exit 1; }
 }
 torch_state=$(probe torch)
+PAIR_INSTALLED=0
 if [ "${torch_state%% *}" != ok ]; then
   if [ "$CHECK" = 1 ]; then
     say "no torch: would install $pair_line"
@@ -174,6 +175,7 @@ if [ "${torch_state%% *}" != ok ]; then
     need_pair 'no torch'
     say "no torch: installing $pair_line"
     pip_install $torch_pair
+    PAIR_INSTALLED=1
   fi
 else
   torch_version=${torch_state#ok }
@@ -207,10 +209,11 @@ else
       say "no torchvision works beside torch $torch_version ($vision_state):" \
         "replacing it with the pinned $pair_line"
       pip_install $torch_pair
+      PAIR_INSTALLED=1
     fi
   fi
 fi
-if [ "$CHECK" = 0 ]; then
+if [ "$PAIR_INSTALLED" = 1 ]; then
   vision_state=$(probe torchvision)
   if [ "${vision_state%% *}" != ok ]; then
     say "torchvision does not work: $vision_state" >&2

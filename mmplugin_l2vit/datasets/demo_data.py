@@ -23,9 +23,10 @@ The same scenes are written twice, and a classification set a third time:
 * ``imagenet/``: image classification in the ImageNet layout (what
   mmpretrain's ``ImageNet`` dataset reads): ``train/<class>/*.JPEG``,
   ``val/*.JPEG`` and the lists ``meta/{train,val}.txt`` (``path label``).
-  Each image shows one large shape of its class, in a random colour,
-  size, position and rotation, on the same kind of background; the classes
-  take turns, so the splits are balanced.
+  Each image shows one large shape of its class in the class's colour of
+  :data:`SHAPE_PALETTE` (jittered), at a random size, position and
+  rotation, on the same kind of background: shape and colour both tell
+  the class. The classes take turns, so the splits are balanced.
 
 Scene ``k`` of a split (and classification image ``k``) depends only on
 ``(seed, split, k)``: the validation scenes do not change with
@@ -65,8 +66,10 @@ STAR_INNER_RATIO = 0.45
 MIN_CONTRAST = 60.
 # Tries to place each shape before the scene settles for fewer.
 PLACEMENT_TRIES = 20
-# Radius range of the one shape of a classification image.
+# Radius range of the one shape of a classification image, and the
+# standard deviation of the jitter of its class colour (per channel).
 CLS_RADIUS_RANGE = (0.18, 0.4)
+CLS_COLOUR_JITTER = 20.
 
 
 def shape_mask(label: int, center: Tuple[float, float], radius: float,
@@ -196,7 +199,9 @@ def render_object(rng: np.random.Generator, size: int,
     margin = radius / 3
     center = rng.uniform(margin, size - margin, 2)
     mask = shape_mask(label, center, radius, rng.uniform(0, np.pi), size)
-    colour = contrasting_colour(rng, image[mask].mean(axis=0))
+    # The class's palette colour (RGB there, BGR here), jittered.
+    colour = np.array(SHAPE_PALETTE[label][::-1]) + rng.normal(
+        0, CLS_COLOUR_JITTER, 3)
     ys, xs = np.nonzero(mask)
     shading = rng.uniform(-20, 20, 2)
     gradient = ((xs - center[0]) * shading[0] +
