@@ -31,6 +31,7 @@
 # so that reinstalling is quick and a change of torch means one rebuild.
 # (pip's own wheel cache would hand a wheel built for another torch back.)
 set -euo pipefail
+shopt -s inherit_errexit  # a failure inside $(...) fails the script too
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -229,6 +230,45 @@ install -- setuptools wheel ninja numpy
 install -- mmengine opencv-python-headless
 
 # mmcv, compiled against the installed torch --------------------------------
+# Build the pinned mmcv against the installed torch into the folder $1;
+# print the wheel's path (the build's output goes to stderr).
+build_mmcv() {
+  local build src built
+  mkdir -p "$1"
+  build=$(mktemp -d "$1/.build.XXXXXX")
+  trap 'rm -rf "$build"' EXIT
+  # No build isolation: it would pull a CUDA torch and a setuptools without
+  # pkg_resources into the build environment. No pip cache: it would return
+  # a wheel built against another torch.
+  "$PYTHON" -m pip download -q --no-deps --no-binary :all: \
+    --no-build-isolation --no-cache-dir -d "$build" "$mmcv_pin" >&2
+  tar -xzf "$build"/mmcv-"$mmcv_version".tar.gz -C "$build"
+  src=$build/mmcv-$mmcv_version
+  # mmcv's setup.py asks for C++17; the headers of recent torch (2.14) need
+  # C++20 (ATen.h stops otherwise), so the flag follows torch's.
+  if "$PYTHON" -c 'import os, sys, torch
+header = os.path.join(os.path.dirname(torch.__file__), "include", "ATen",
+                      "ATen.h")
+sys.exit("C++20 or later" not in open(header).read())'; then
+    say "torch $torch_version needs C++20: building mmcv with -std=c++20" >&2
+    sed -i 's/std=c++17/std=c++20/g; s/std:c++17/std:c++20/g' \
+      "$src/setup.py"
+  fi
+  MAX_JOBS=${MAX_JOBS:-2} "$PYTHON" -m pip wheel --no-build-isolation \
+    --no-deps --no-cache-dir -w "$build" "$src" >&2
+  built=$(ls "$build"/mmcv-*.whl)
+  mv "$built" "$1/"
+  rm -rf "$build"
+  echo "$1/$(basename "$built")"
+}
+
+# Install the mmcv wheel $1 and print what the mmcv probe says of it.
+install_mmcv() {
+  pip_install --no-deps --force-reinstall "$1" >&2
+  pip_install -q "$1" >&2  # its dependencies, if any is missing
+  probe mmcv "$mmcv_version"
+}
+
 mmcv_pin=$(pins mmcv)
 mmcv_version=${mmcv_pin#mmcv==}
 mmcv_state=$(probe mmcv "$mmcv_version")
@@ -245,42 +285,22 @@ else
   tag=$("$PYTHON" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
   wheel=$(ls "$wheel_dir"/mmcv-"$mmcv_version"-"$tag"-*.whl 2>/dev/null \
     | head -n 1 || true)
-  if [ -z "$wheel" ]; then
-    say "mmcv $mmcv_version: $mmcv_state; building it against torch" \
-      "$torch_version (about 15 minutes on 2 cores) into $wheel_dir"
-    mkdir -p "$wheel_dir"
-    build=$(mktemp -d "$wheel_dir/.build.XXXXXX")
-    trap 'rm -rf "$build"' EXIT
-    # No build isolation: it would pull a CUDA torch and a setuptools
-    # without pkg_resources into the build environment. No pip cache: it
-    # would return a wheel built against another torch.
-    "$PYTHON" -m pip download -q --no-deps --no-binary :all: \
-      --no-build-isolation --no-cache-dir -d "$build" "$mmcv_pin"
-    tar -xzf "$build"/mmcv-"$mmcv_version".tar.gz -C "$build"
-    src=$build/mmcv-$mmcv_version
-    # mmcv's setup.py asks for C++17; the headers of recent torch (2.14)
-    # need C++20 (ATen.h stops otherwise), so the flag follows torch's.
-    if "$PYTHON" -c 'import os, sys, torch
-header = os.path.join(os.path.dirname(torch.__file__), "include", "ATen",
-                      "ATen.h")
-sys.exit("C++20 or later" not in open(header).read())'; then
-      say "torch $torch_version needs C++20: building mmcv with -std=c++20"
-      sed -i 's/std=c++17/std=c++20/g; s/std:c++17/std:c++20/g' \
-        "$src/setup.py"
-    fi
-    MAX_JOBS=${MAX_JOBS:-2} "$PYTHON" -m pip wheel --no-build-isolation \
-      --no-deps --no-cache-dir -w "$build" "$src"
-    built=$(ls "$build"/mmcv-*.whl)
-    mv "$built" "$wheel_dir/"
-    rm -rf "$build"
-    wheel=$wheel_dir/$(basename "$built")
-  else
+  if [ -n "$wheel" ]; then
     say "mmcv $mmcv_version: $mmcv_state; installing the wheel built" \
       "against torch $torch_version: $wheel"
+    mmcv_state=$(install_mmcv "$wheel")
+    if [ "${mmcv_state%% *}" != ok ]; then
+      say "that wheel does not work ($mmcv_state): building it again"
+      rm -f "$wheel"
+      wheel=
+    fi
   fi
-  pip_install --no-deps --force-reinstall "$wheel"
-  pip_install -q "$wheel"  # its dependencies, if any is missing
-  mmcv_state=$(probe mmcv "$mmcv_version")
+  if [ -z "$wheel" ]; then
+    say "mmcv $mmcv_version: $mmcv_state; building it against torch" \
+      "$torch_version (15-20 minutes on 2 cores) into $wheel_dir"
+    wheel=$(build_mmcv "$wheel_dir")
+    mmcv_state=$(install_mmcv "$wheel")
+  fi
   if [ "${mmcv_state%% *}" != ok ]; then
     say "mmcv's ops do not work after the install: $mmcv_state" >&2
     exit 1
