@@ -27,6 +27,7 @@ model = dict(
         to_rgb=True),
     backbone=dict(
         arch=dict(
+            _delete_=True,
             embed_dims=embed_dims,
             depths=[2, 2, 2, 2],
             num_heads=[1, 2, 4, 8],
@@ -79,7 +80,6 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
 train_cfg = dict(
-    _delete_=True,
     type='IterBasedTrainLoop',
     max_iters=max_iters,
     val_interval=max_iters)
