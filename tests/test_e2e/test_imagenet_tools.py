@@ -56,8 +56,10 @@ def pipeline_options(cfg, loader):
 
 def small_options(config, data_root):
     cfg = Config.fromfile(osp.join(REPO, config))
+    # Warm-up for one epoch, cosine decay for the other.
     options = [
-        'train_cfg.max_epochs=1', 'default_hooks.logger.interval=1',
+        'train_cfg.max_epochs=2', 'param_scheduler.0.end=1',
+        'param_scheduler.1.begin=1', 'default_hooks.logger.interval=1',
         'default_hooks.checkpoint.interval=1'
     ]
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
@@ -86,21 +88,26 @@ def test_train_and_test_tools_on_imagenet_config(config, imagenet_root,
         osp.join(REPO, config), '--work-dir', work_dir, '--cfg-options',
         *options
     ])
-    checkpoint = osp.join(work_dir, 'epoch_1.pth')
+    checkpoint = osp.join(work_dir, 'epoch_2.pth')
     assert osp.isfile(checkpoint)
-    # Trained for one epoch of two iterations, then validated.
+    # Trained for two epochs of two iterations, validated after each.
     (scalars, ) = glob.glob(osp.join(work_dir, '*', 'vis_data',
                                      'scalars.json'))
     with open(scalars) as f:
         logged = [json.loads(line) for line in f]
-    assert [entry['step'] for entry in logged if 'loss' in entry] == [1, 2]
+    assert [entry['step'] for entry in logged
+            if 'loss' in entry] == [1, 2, 3, 4]
     assert [set(entry) >= {'accuracy/top1', 'accuracy/top5'}
-            for entry in logged if 'accuracy/top1' in entry] == [True]
-    # The checkpoint is mmpretrain's classifier with the EMA weights.
+            for entry in logged if 'accuracy/top1' in entry] == [True, True]
+    # The checkpoint is mmpretrain's classifier, with the EMA weights where
+    # the schedule keeps them (L²ViT's).
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     assert 'head.fc.weight' in state['state_dict']
     assert state['state_dict']['head.fc.weight'].shape[0] == 1000
-    assert any(key.startswith('ema_') for key in state)
+    hooks = Config.fromfile(osp.join(REPO, config)).get('custom_hooks', [])
+    uses_ema = any(hook.type == 'EMAHook' for hook in hooks)
+    assert uses_ema == config.startswith('configs/l2vit/')
+    assert ('ema_state_dict' in state) == uses_ema
 
     test_dir = str(tmp_path / 'test')
     load_script('tools/test.py').main([
