@@ -19,7 +19,7 @@ import torch
 from http_serving import serve_directory
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope, init_default_scope
 from mmengine.runner import Runner
 from mmengine.visualization import Visualizer
 
@@ -326,7 +326,10 @@ def test_pretrain_show_dir_enables_the_hook(tmp_path):
         out_dir=osp.join(str(tmp_path), 'shown'))
     from mmpretrain.registry import HOOKS
     Visualizer.get_instance(f'test_tool_{next(_runs)}')
-    hook = HOOKS.build(hook_cfg)
+    # As the runner builds it: in the config's scope (an earlier test of
+    # this process may have left another default scope).
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        hook = HOOKS.build(hook_cfg)
     assert hook.enable is True and hook.interval == 1
     assert set(hook.draw_args) == {'show'}
 
