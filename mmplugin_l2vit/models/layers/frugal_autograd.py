@@ -118,7 +118,10 @@ class _Step:
         self.autocast_dtype = torch.get_autocast_dtype(device_type)
 
     def rerun(self, saved: Sequence[Optional[torch.Tensor]]):
-        """Run the step again under autograd: ``(inputs, output)``.
+        """Run the step again under autograd: ``(inputs, output, needed)``,
+        ``needed`` telling whether the output's memory is read by the
+        step's backward or is an input's (else the caller may free it once
+        done with its values).
 
         The inputs that require grad are given to the step as views of
         fresh leaves, not as the leaves themselves: hooks that follow
@@ -134,7 +137,11 @@ class _Step:
                 x.detach().requires_grad_().view_as(x)
                 if x is not None and x.requires_grad else x for x in saved
             ]
-            return inputs, self.step(*inputs)
+            kept = {_storage(x) for x in inputs if x is not None}
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: kept.add(_storage(t)) or t, lambda t: t):
+                output = self.step(*inputs)
+        return inputs, output, _storage(output) in kept
 
     def gradients(self, inputs, output, grad_output):
         """The gradients of ``inputs`` and of the parameters (None where
@@ -149,6 +156,10 @@ class _Step:
         return tuple(
             next(grads) if t is not None and t.requires_grad else None
             for t in targets)
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
 
 
 def _save(ctx, *tensors: Optional[torch.Tensor]) -> None:
@@ -181,7 +192,7 @@ class _Recompute(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output):
-        inputs, output = ctx.step.rerun(_saved(ctx))
+        inputs, output, _ = ctx.step.rerun(_saved(ctx))
         return (None, None, *ctx.step.gradients(inputs, output, grad_output))
 
 
@@ -198,7 +209,7 @@ class _RecomputeThenLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output):
         weight, *saved = _saved(ctx)
-        inputs, features = ctx.step.rerun(saved)
+        inputs, features, needed = ctx.step.rerun(saved)
         # The products of the layer's backward, in the dtype the layer
         # ran in (its output's: autocast's, or the features').
         dtype = grad_output.dtype
@@ -208,6 +219,12 @@ class _RecomputeThenLinear(torch.autograd.Function):
             feature_rows = features.detach().to(dtype).reshape(
                 -1, features.shape[-1])
             grad_weight = (rows.t() @ feature_rows).to(weight.dtype)
+            del feature_rows
+        if not needed:
+            # Only the step's graph is needed from here on, not the values
+            # of its output (the layer's input): its memory is released
+            # before the step's gradients are computed.
+            features.untyped_storage().resize_(0)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = rows.sum(0).to(weight.dtype)
         grad_features = (grad_output @ weight.to(dtype)).to(features.dtype)
