@@ -19,12 +19,9 @@ from mmplugin_l2vit.models.backbones.flatten_pvt import (ConvMlp,
 from mmplugin_l2vit.models.backbones.flatten_swin import SwinFocusedAttention
 from mmplugin_l2vit.models.backbones.l2vit import (LinearGlobalBlock,
                                                    LocalWindowBlock)
-from mmplugin_l2vit.models.layers import (LePEAttention,
-                                          LePEFocusedLinearAttention,
-                                          LocalConcentrationModule, Mlp,
-                                          ReLULinearAttention,
-                                          ShiftedWindowAttention,
-                                          UnmaskedWindowAttention)
+from mmplugin_l2vit.models.layers import (
+    LePEAttention, LePEFocusedLinearAttention, LocalConcentrationModule, Mlp,
+    ReLULinearAttention, ShiftedWindowAttention, UnmaskedWindowAttention)
 from mmplugin_l2vit.models.layers.frugal_autograd import (
     frugal_autograd_applies, normed_linear, plain_autograd, recompute,
     recompute_then_linear)
@@ -186,7 +183,9 @@ def _training_step(model, x, context=None):
                         o.device).view_as(o)).sum() for o in outs)
     loss.backward()
     grads = {
-        name: p.grad.clone()
+        # A compiled model's names start with '_orig_mod.'.
+        name.replace('_orig_mod.', ''):
+        p.grad.clone()
         for name, p in model.named_parameters() if p.grad is not None
     }
     return [o.detach() for o in outs], grads, x.grad
@@ -401,7 +400,6 @@ def test_frugal_only_where_autograd_records():
     assert frugal_autograd_applies(None, x)
     lcm = LocalConcentrationModule(4, 3)
     tokens = torch.randn(1, 9, 4, requires_grad=True)
-    assert type(lcm(tokens, (3, 3)).grad_fn).__name__ == 'BackwardCFunction'
+    assert 'Recompute' in type(lcm(tokens, (3, 3)).grad_fn).__name__
     with plain_autograd():
-        assert type(lcm(tokens,
-                        (3, 3)).grad_fn).__name__ != 'BackwardCFunction'
+        assert 'Recompute' not in type(lcm(tokens, (3, 3)).grad_fn).__name__
