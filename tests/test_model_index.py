@@ -53,8 +53,8 @@ def metafile_models():
 
 class Classifier(torch.nn.Module):
     """A backbone's last stage, global average pooling and a linear head:
-    the mmpretrain ``ImageClassifier`` of our configs, which cannot be
-    built without torchvision."""
+    the mmpretrain ``ImageClassifier`` of our configs, as counted (its
+    parameters equal the real model's: ``test_get_model_builds``)."""
 
     def __init__(self, backbone, in_channels, num_classes):
         super().__init__()
@@ -143,8 +143,7 @@ def test_flops_are_what_the_counter_gives(config):
 
 
 def test_classifiers_are_in_mmpretrain_model_hub():
-    """``list_models`` works without torchvision; ``get_model`` builds the
-    classifier through ``mmpretrain.models``, which imports it."""
+    """``list_models`` lists our classifiers (and only those)."""
     mmpretrain = pytest.importorskip('mmpretrain')
     assert osp.isfile(MODEL_INDEX), (
         'mmplugin_l2vit/.mim is missing: pip install -e . links it')
@@ -166,3 +165,23 @@ def test_classifiers_are_in_mmpretrain_model_hub():
     assert metainfo.weights == (
         'https://github.com/ChuanyangZheng/L2ViT/releases/download/v1.0/'
         'L2ViT-Tiny-checkpoint-best-ema.pth')
+
+
+@pytest.mark.parametrize('name', [
+    'l2vit-tiny_8xb128-accum4_in1k', 'flatten-pvtv2-b0_8xb128_in1k'
+])
+def test_get_model_builds(name):
+    """``mmpretrain.get_model(NAME)`` builds the whole classifier (through
+    ``mmpretrain.models``, which imports torchvision) in mmpretrain's scope,
+    with the parameters the metafile states, and it classifies."""
+    import mmpretrain
+    model = mmpretrain.get_model(name)
+    assert type(model).__name__ == 'ImageClassifier'
+    assert type(model.backbone).__module__.startswith('mmplugin_l2vit.')
+    params = sum(p.numel() for p in model.parameters())
+    family = name.split('-')[0]
+    config = f'configs/{family}/{name}.py'
+    assert params == metafile_models()[config]['Metadata']['Parameters']
+    with torch.no_grad():
+        scores = model.eval()(torch.randn(1, 3, 64, 64))
+    assert scores.shape == (1, 1000)

@@ -68,24 +68,51 @@ def test_scoped_type_needs_no_import(scope):
 
 
 def test_scoped_type_from_mmpretrain_without_import():
-    """mmpretrain's registry imports ``mmpretrain.models`` (which needs
-    torchvision) before any lookup, so before the plugin is imported the
-    scoped type works there only where torchvision is installed."""
-    code = FRESH_BUILD.format(scope='mmpretrain', arch=SMALL_ARCHS['L2ViT'])
-    if importlib.util.find_spec('torchvision') is not None:
-        out = run_fresh(code)
-        assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']
-    else:
-        result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                                cwd=REPO, capture_output=True, text=True,
-                                timeout=300)
-        assert result.returncode != 0
-        assert "No module named 'torchvision'" in result.stderr
-        # After the plugin is imported it works.
-        out = run_fresh('import mmplugin_l2vit\n' + textwrap.dedent(
-            code).replace("assert 'mmplugin_l2vit' not in sys.modules", ''))
-        assert 'needs torchvision' in out
-        assert out.split()[-1] == 'mmplugin_l2vit.models.backbones.l2vit'
+    """mmpretrain's registry imports ``mmpretrain.models`` before any
+    lookup; with torchvision installed (the stack's) the scoped type needs
+    no import there either."""
+    assert importlib.util.find_spec('torchvision') is not None, (
+        'torchvision is part of the stack: bash tools/install.sh')
+    out = run_fresh(
+        FRESH_BUILD.format(scope='mmpretrain', arch=SMALL_ARCHS['L2ViT']))
+    assert out.split() == ['mmplugin_l2vit.models.backbones.l2vit']
+
+
+# Hides torchvision from a fresh interpreter: importing it fails as it does
+# where it is not installed.
+NO_TORCHVISION = """
+import sys
+
+
+class NoTorchvision:
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition('.')[0] == 'torchvision':
+            raise ModuleNotFoundError(
+                "No module named 'torchvision'", name='torchvision')
+
+
+sys.meta_path.insert(0, NoTorchvision())
+"""
+
+
+def test_mmpretrain_without_torchvision_after_import():
+    """Without torchvision ``mmpretrain.models`` cannot be imported, so
+    nothing builds from mmpretrain's registry until the plugin is imported;
+    then the plugin's backbones do, with a warning."""
+    code = NO_TORCHVISION + textwrap.dedent(
+        FRESH_BUILD.format(scope='mmpretrain', arch=SMALL_ARCHS['L2ViT']))
+    result = subprocess.run([sys.executable, '-c', code],
+                            cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[-1] == (
+        "ModuleNotFoundError: No module named 'torchvision'")
+    out = run_fresh(
+        code.replace("assert 'mmplugin_l2vit' not in sys.modules",
+                     'import mmplugin_l2vit'))
+    assert 'needs torchvision' in out
+    assert out.split()[-1] == 'mmplugin_l2vit.models.backbones.l2vit'
 
 
 def test_custom_imports_in_config(tmp_path):

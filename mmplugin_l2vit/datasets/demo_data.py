@@ -8,7 +8,7 @@ would leave an earlier one less than ``min_visible`` of its own area is not
 drawn, so every visible shape is annotated and its annotation is the part
 that remains visible (possibly in several pieces or with holes).
 
-The same scenes are written twice:
+The same scenes are written twice, and a classification set a third time:
 
 * ``coco/``: instance segmentation in COCO format, ``train/*.jpg``,
   ``val/*.jpg`` and ``annotations/instances_{train,val}.json`` with
@@ -20,10 +20,18 @@ The same scenes are written twice:
   is the background ("other") and shape ``i`` of :data:`SHAPE_CLASSES` is
   ``i + 1``; datasets read them with ``reduce_zero_label=True``, which
   ignores the background and maps the shapes to ``0..len(SHAPE_CLASSES)-1``.
+* ``imagenet/``: image classification in the ImageNet layout (what
+  mmpretrain's ``ImageNet`` dataset reads): ``train/<class>/*.JPEG``,
+  ``val/*.JPEG`` and the lists ``meta/{train,val}.txt`` (``path label``).
+  Each image shows one large shape of its class in the class's colour of
+  :data:`SHAPE_PALETTE` (jittered), at a random size, position and
+  rotation, on the same kind of background: shape and colour both tell
+  the class. The classes take turns, so the splits are balanced.
 
-Scene ``k`` of a split depends only on ``(seed, split, k)``: the validation
-scenes do not change with ``num_train``, and two runs with the same
-arguments write byte-identical files.
+Scene ``k`` of a split (and classification image ``k``) depends only on
+``(seed, split, k)``: the validation scenes do not change with
+``num_train``, and two runs with the same arguments write byte-identical
+files.
 """
 import json
 import os
@@ -58,6 +66,10 @@ STAR_INNER_RATIO = 0.45
 MIN_CONTRAST = 60.
 # Tries to place each shape before the scene settles for fewer.
 PLACEMENT_TRIES = 20
+# Radius range of the one shape of a classification image, and the
+# standard deviation of the jitter of its class colour (per channel).
+CLS_RADIUS_RANGE = (0.18, 0.4)
+CLS_COLOUR_JITTER = 20.
 
 
 def shape_mask(label: int, center: Tuple[float, float], radius: float,
@@ -169,6 +181,59 @@ def render_scene(
         labels
 
 
+def render_object(rng: np.random.Generator, size: int,
+                  label: int) -> np.ndarray:
+    """Draw one classification image: a single shape of class ``label``.
+
+    Args:
+        rng (np.random.Generator): Source of all randomness.
+        size (int): Side of the square image.
+        label (int): Index into :data:`SHAPE_CLASSES`.
+
+    Returns:
+        np.ndarray: The BGR ``uint8`` image.
+    """
+    image = textured_background(rng, size)
+    radius = size * rng.uniform(*CLS_RADIUS_RANGE)
+    # At least two thirds of the circumscribed circle inside the image.
+    margin = radius / 3
+    center = rng.uniform(margin, size - margin, 2)
+    mask = shape_mask(label, center, radius, rng.uniform(0, np.pi), size)
+    # The class's palette colour (RGB there, BGR here), jittered.
+    colour = np.array(SHAPE_PALETTE[label][::-1]) + rng.normal(
+        0, CLS_COLOUR_JITTER, 3)
+    ys, xs = np.nonzero(mask)
+    shading = rng.uniform(-20, 20, 2)
+    gradient = ((xs - center[0]) * shading[0] +
+                (ys - center[1]) * shading[1]) / radius
+    image[ys, xs] = colour + gradient[:, None]
+    image += rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
+def write_imagenet_split(root: str, split: str, split_index: int,
+                         count: int, seed: int, size: int) -> None:
+    """Write ``count`` classification images of ``split`` in the ImageNet
+    layout under ``root`` and their list ``meta/<split>.txt``."""
+    lines = []
+    for index in range(count):
+        rng = np.random.default_rng([seed, split_index, index, 1])
+        label = index % len(SHAPE_CLASSES)
+        image = render_object(rng, size, label)
+        if split == 'train':
+            name = SHAPE_CLASSES[label]
+            path = f'{name}/{name}_{index:06d}.JPEG'
+        else:
+            path = f'{split}_{index:06d}.JPEG'
+        os.makedirs(osp.dirname(osp.join(root, split, path)), exist_ok=True)
+        cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tofile(
+            osp.join(root, split, path))
+        lines.append(f'{path} {label}\n')
+    os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+    with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+        f.writelines(lines)
+
+
 def coco_annotations(instance_map: np.ndarray, labels: List[int],
                      image_id: int, first_id: int) -> List[dict]:
     """COCO annotations of the visible part of each shape."""
@@ -245,7 +310,8 @@ def generate_demo_data(out_dir: str,
                        max_objects: int = 5,
                        min_visible: float = 0.6,
                        overwrite: bool = False) -> Dict[str, str]:
-    """Write the COCO-style and ADE-style shape datasets under ``out_dir``.
+    """Write the COCO-style, ADE-style and ImageNet-style shape datasets
+    under ``out_dir``.
 
     Args:
         out_dir (str): Output directory: created if missing, refused if it
@@ -262,7 +328,8 @@ def generate_demo_data(out_dir: str,
             :func:`prepare_output_dir`). Default: False.
 
     Returns:
-        dict: The roots of the two datasets, ``coco`` and ``ade``.
+        dict: The roots of the three datasets, ``coco``, ``ade`` and
+        ``imagenet``.
     """
     if size < 32:
         raise ValueError(f'size must be at least 32, got {size}')
@@ -272,6 +339,7 @@ def generate_demo_data(out_dir: str,
     prepare_output_dir(out_dir, overwrite)
     coco_root = osp.join(out_dir, 'coco')
     ade_root = osp.join(out_dir, 'ade')
+    imagenet_root = osp.join(out_dir, 'imagenet')
     os.makedirs(osp.join(coco_root, 'annotations'), exist_ok=True)
     categories = [
         dict(id=i + 1, name=name, supercategory='shape')
@@ -315,4 +383,6 @@ def generate_demo_data(out_dir: str,
         with open(osp.join(coco_root, 'annotations',
                            f'instances_{split}.json'), 'w') as f:
             json.dump(coco, f)
-    return dict(coco=coco_root, ade=ade_root)
+        write_imagenet_split(imagenet_root, split, split_index, count, seed,
+                             size)
+    return dict(coco=coco_root, ade=ade_root, imagenet=imagenet_root)

@@ -7,7 +7,10 @@ writes the new one, and writes ``last_checkpoint`` in place: a save that
 fails (full disk, file-size limit, a kill) can leave no checkpoint and a
 ``last_checkpoint`` naming a deleted or half-written file. The patched hook
 writes the new checkpoint, then ``last_checkpoint`` (atomically), and only
-then removes the outdated files.
+then removes the outdated files. A job killed between the save and the
+removal leaves one checkpoint more than ``max_keep_ckpts``; the new
+checkpoint lists it among the kept ones, so a run resumed from it removes
+it.
 """
 import functools
 import os.path as osp
@@ -57,8 +60,14 @@ def _save_checkpoint_with_step(self, runner, step, meta):
         if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
             outdated = self.keep_ckpt_ids.popleft()
         self.keep_ckpt_ids.append(step)
+        # Until it is removed, the outdated checkpoint stays on the list
+        # the new checkpoint records: a job killed before the removal
+        # leaves it on disk, and the run resumed from the new checkpoint
+        # removes it (``before_train`` drops the ids beyond
+        # ``max_keep_ckpts``).
+        pending = [] if outdated is None else [outdated]
         runner.message_hub.update_info('keep_ckpt_ids',
-                                       list(self.keep_ckpt_ids))
+                                       pending + list(self.keep_ckpt_ids))
 
     ckpt_filename = self.filename_tmpl.format(step)
     self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
@@ -73,15 +82,18 @@ def _save_checkpoint_with_step(self, runner, step, meta):
         by_epoch=self.by_epoch,
         backend_args=self.backend_args,
         **self.args)
-    if not is_main_process():
-        return
-    atomic_write(
-        osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt.encode())
-    if outdated is not None:
-        path = self.file_backend.join_path(self.out_dir,
-                                           self.filename_tmpl.format(outdated))
-        if path != self.last_ckpt:
-            _remove_checkpoint(self.file_backend, path)
+    if is_main_process():
+        atomic_write(
+            osp.join(runner.work_dir, 'last_checkpoint'),
+            self.last_ckpt.encode())
+        if outdated is not None:
+            path = self.file_backend.join_path(
+                self.out_dir, self.filename_tmpl.format(outdated))
+            if path != self.last_ckpt:
+                _remove_checkpoint(self.file_backend, path)
+    if self.max_keep_ckpts > 0:
+        runner.message_hub.update_info('keep_ckpt_ids',
+                                       list(self.keep_ckpt_ids))
 
 
 def _remove_previous_best_after_saving(save_best_checkpoint):

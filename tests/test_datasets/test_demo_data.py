@@ -1,7 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """The synthetic shapes datasets: deterministic, self-consistent, loadable
-by mmdet and mmseg with the demo configs, and trainable for a few
-iterations."""
+by mmdet, mmseg and mmpretrain with the demo configs, and trainable for a
+few iterations."""
 import glob
 import importlib.util
 import json
@@ -22,6 +22,7 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(REPO, 'configs', 'demo',
                       'mask-rcnn_l2vit-demo_shapes.py')
 SEG_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_l2vit-demo_shapes.py')
+CLS_CONFIG = osp.join(REPO, 'configs', 'demo', 'l2vit-demo_1xb32_shapes.py')
 SPLITS = dict(train='training', val='validation')
 NUM_IMAGES = dict(train=6, val=3)
 SIZE = DEFAULT_SIZE
@@ -70,8 +71,9 @@ def test_generation_is_deterministic(data_root, tmp_path):
         num_val=NUM_IMAGES['val'],
         size=SIZE)
     first, second = read_tree(data_root), read_tree(str(tmp_path / 'same'))
-    # 2 splits x (COCO jpg + ADE jpg + ADE png) + 2 COCO json.
-    assert len(first) == 3 * sum(NUM_IMAGES.values()) + 2
+    # 2 splits x (COCO jpg + ADE jpg + ADE png + ImageNet JPEG) + 2 COCO
+    # json + 2 ImageNet lists.
+    assert len(first) == 4 * sum(NUM_IMAGES.values()) + 4
     assert first == second
 
     generate_demo_data(
@@ -183,13 +185,45 @@ def test_ade_labels_match_coco_masks(data_root, split):
 
 
 def test_configs_match_the_generator():
-    for config in (DET_CONFIG, SEG_CONFIG):
+    for config in (DET_CONFIG, SEG_CONFIG, CLS_CONFIG):
         cfg = Config.fromfile(config)
         assert tuple(cfg.metainfo['classes']) == SHAPE_CLASSES
-        assert [tuple(c) for c in cfg.metainfo['palette']] == SHAPE_PALETTE
+        if config != CLS_CONFIG:
+            assert [tuple(c)
+                    for c in cfg.metainfo['palette']] == SHAPE_PALETTE
         assert cfg.image_size == DEFAULT_SIZE
         assert cfg.train_dataloader.num_workers <= 2
         assert not cfg.default_hooks.visualization.get('draw', False)
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_imagenet_layout(data_root, split):
+    """One shape per image, of the class its list (and, for training, its
+    folder) names; the classes take turns."""
+    root = osp.join(data_root, 'imagenet')
+    with open(osp.join(root, 'meta', f'{split}.txt')) as f:
+        entries = [line.split() for line in f]
+    assert len(entries) == NUM_IMAGES[split]
+    for index, (path, label) in enumerate(entries):
+        assert int(label) == index % len(SHAPE_CLASSES)
+        if split == 'train':
+            assert path.split('/')[0] == SHAPE_CLASSES[int(label)]
+        image = cv2.imread(osp.join(root, split, path))
+        assert image.shape == (SIZE, SIZE, 3)
+
+
+def test_mmpretrain_imagenet_dataset_loads(data_root):
+    from mmpretrain.registry import DATASETS
+    init_default_scope('mmpretrain')
+    cfg = demo_config(CLS_CONFIG, 'cls', data_root)
+    train_set = DATASETS.build(cfg.train_dataloader.dataset)
+    assert len(train_set) == NUM_IMAGES['train']
+    assert train_set.metainfo['classes'] == SHAPE_CLASSES
+    val_set = DATASETS.build(cfg.val_dataloader.dataset)
+    assert len(val_set) == NUM_IMAGES['val']
+    item = val_set[1]
+    assert item['inputs'].shape == (3, cfg.input_size, cfg.input_size)
+    assert item['data_samples'].gt_label.tolist() == [1]
 
 
 def demo_config(config, task, data_root):
@@ -267,3 +301,8 @@ def test_det_demo_trains_and_evaluates(data_root, tmp_path):
 def test_seg_demo_trains_and_evaluates(data_root, tmp_path):
     metrics = train_briefly(SEG_CONFIG, 'seg', data_root, tmp_path)
     assert 0 <= metrics['mIoU'] <= 100
+
+
+def test_cls_demo_trains_and_evaluates(data_root, tmp_path):
+    metrics = train_briefly(CLS_CONFIG, 'cls', data_root, tmp_path)
+    assert 0 <= metrics['accuracy/top1'] <= 100

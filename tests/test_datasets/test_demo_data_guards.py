@@ -10,7 +10,7 @@ import sys
 import pytest
 from repo_scripts import load_script
 
-from mmplugin_l2vit.datasets import generate_demo_data
+from mmplugin_l2vit.datasets import SHAPE_CLASSES, generate_demo_data
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'misc', 'generate_demo_data.py')
@@ -26,7 +26,8 @@ def files_under(root):
 def expected_files(num_train, num_val):
     files = [
         'coco/annotations/instances_train.json',
-        'coco/annotations/instances_val.json'
+        'coco/annotations/instances_val.json', 'imagenet/meta/train.txt',
+        'imagenet/meta/val.txt'
     ]
     for split, ade_split, count in (('train', 'training', num_train),
                                     ('val', 'validation', num_val)):
@@ -36,6 +37,10 @@ def expected_files(num_train, num_val):
                 f'ade/images/{ade_split}/{i:06d}.jpg',
                 f'ade/annotations/{ade_split}/{i:06d}.png'
             ]
+    for i in range(num_train):
+        name = SHAPE_CLASSES[i % len(SHAPE_CLASSES)]
+        files.append(f'imagenet/train/{name}/{name}_{i:06d}.JPEG')
+    files += [f'imagenet/val/val_{i:06d}.JPEG' for i in range(num_val)]
     return sorted(files)
 
 

@@ -5,7 +5,6 @@ through the real command-line tools: SIGKILL mid-run then ``--resume``,
 ``dist_train.sh`` / ``dist_test.sh`` on CPU with gloo."""
 import glob
 import json
-import os
 import os.path as osp
 import signal
 import socket
@@ -14,17 +13,12 @@ import sys
 import time
 
 import pytest
+from repo_scripts import DEMO_CONFIG as CONFIG
+from repo_scripts import REPO
+from repo_scripts import SCRIPT_ENV as ENV
 
 from mmplugin_l2vit.datasets import generate_demo_data
 from mmplugin_l2vit.runtime import load_checkpoint_file
-
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG = osp.join(REPO, 'configs', 'demo', 'mask-rcnn_l2vit-demo_shapes.py')
-ENV = dict(
-    os.environ,
-    OMP_NUM_THREADS='1',
-    CUDA_VISIBLE_DEVICES='',
-    PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
 
 
 @pytest.fixture(scope='module')

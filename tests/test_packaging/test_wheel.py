@@ -7,15 +7,16 @@ inherits ours by scope, the shipped ``.mim/tools/train.py`` (what
 ``.mim/tools/test.py`` evaluates the checkpoint. A missing package-data
 entry fails here.
 
-The environment is created with ``--system-site-packages`` (torch, mmcv and
-the OpenMMLab libraries are not rebuilt); the wheel installed into it
-shadows the editable install, which the tests check.
+The environment sees the packages of the one that runs the tests (torch,
+mmcv and the OpenMMLab libraries are not reinstalled); the wheel installed
+into it shadows the editable install, which the tests check.
 """
 import glob
 import json
 import os
 import os.path as osp
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -83,12 +84,21 @@ def wheel(source_tree, tmp_path_factory):
 @pytest.fixture(scope='module')
 def venv_python(wheel, tmp_path_factory):
     env_dir = tmp_path_factory.mktemp('venv')
-    run([
-        sys.executable, '-m', 'venv', '--system-site-packages',
-        '--without-pip', env_dir
-    ],
-        cwd=env_dir)
+    run([sys.executable, '-m', 'venv', '--without-pip', env_dir], cwd=env_dir)
     python = osp.join(str(env_dir), 'bin', 'python')
+    # The new environment sees the packages of the one running the tests
+    # (a virtual environment or not), after its own: a .pth file adds their
+    # folders as site folders. (--system-site-packages would add the base
+    # interpreter's, another stack when the tests run in a venv.)
+    own = run([
+        python, '-c', 'import sysconfig; print(sysconfig.get_paths()'
+        "['purelib'])"
+    ],
+              cwd=env_dir).strip()
+    with open(osp.join(own, '_test_stack.pth'), 'w') as f:
+        f.write('import site; ' +
+                '; '.join(f'site.addsitedir({folder!r})'
+                          for folder in site.getsitepackages()) + '\n')
     # --force-reinstall: the editable install seen through the system
     # site-packages has the same version.
     run([

@@ -159,3 +159,40 @@ def test_temporary_files_are_named_and_removed_on_failure(
     prefix = f'.iter_2.pth.l2vit-{os.getpid()}-{os.uname().nodename}-'
     assert names[0].startswith(prefix) and names[0].endswith('.tmp')
     assert os.listdir(tmp_path) == []
+
+
+def test_kill_before_the_removal_is_made_good_by_the_resumed_run(
+        tmp_path, monkeypatch):
+    # A job killed after the new checkpoint and last_checkpoint are written
+    # but before the outdated checkpoint is removed leaves one checkpoint
+    # too many; the new checkpoint records it, so the resumed run removes
+    # it.
+    sys.path.insert(0, TESTS)
+    from toy_runner import build_runner
+
+    from mmplugin_l2vit.runtime import checkpoint_hook
+
+    def killed(backend, path):
+        raise KeyboardInterrupt(f'killed before removing {path}')
+
+    def keep_one(runner):
+        for hook in runner.hooks:
+            if isinstance(hook, CheckpointHook):
+                hook.max_keep_ckpts = 1
+        return runner
+
+    runner = keep_one(build_runner(tmp_path, 6, name='killed_removal'))
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_hook, '_remove_checkpoint', killed)
+        with pytest.raises(KeyboardInterrupt):
+            runner.train()
+    saved = sorted(glob.glob(str(tmp_path / 'iter_*.pth')))
+    assert saved == [str(tmp_path / f'iter_{i}.pth') for i in (2, 4)]
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path /
+                                                             'iter_4.pth')
+
+    resumed = keep_one(
+        build_runner(tmp_path, 6, name='resumed_removal', resume=True))
+    resumed.train()
+    saved = sorted(glob.glob(str(tmp_path / 'iter_*.pth')))
+    assert saved == [str(tmp_path / 'iter_6.pth')]

@@ -9,19 +9,18 @@ import re
 
 import pytest
 import torch
-import torch.nn as nn
-from conftest import SMALL_ARCH
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 from repo_scripts import load_script
 
-from mmplugin_l2vit import L2ViT, check_model_channels
+from mmplugin_l2vit import check_model_channels
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_CONFIG = osp.join(REPO, 'configs', 'demo',
                       'mask-rcnn_l2vit-demo_shapes.py')
 SEG_CONFIG = osp.join(REPO, 'configs', 'demo', 'upernet_l2vit-demo_shapes.py')
+CLS_CONFIG = osp.join(REPO, 'configs', 'demo', 'l2vit-demo_1xb32_shapes.py')
 TINY = {'model.backbone.arch.depths': [1, 1, 1, 1]}
 DIMS = '[32, 64, 128, 256]'
 
@@ -41,7 +40,7 @@ def build(config, scope, **options):
 def test_matching_models_pass():
     check_model_channels(build(DET_CONFIG, 'mmdet'))
     check_model_channels(build(SEG_CONFIG, 'mmseg'))
-    check_model_channels(Classifier(head_channels=256))
+    check_model_channels(build(CLS_CONFIG, 'mmpretrain'))
 
 
 def test_det_neck_mismatch():
@@ -90,32 +89,15 @@ def test_seg_auxiliary_head_mismatch():
         check_model_channels(model)
 
 
-class LinearClsHead(nn.Module):
-
-    def __init__(self, in_channels):
-        super().__init__()
-        self.in_channels = in_channels
-        self.fc = nn.Linear(in_channels, 10)
-
-
-class Classifier(nn.Module):
-    """An mmpretrain ImageClassifier's layout: the backbone's last output,
-    global average pooling (no in_channels), a linear head. mmpretrain
-    itself needs torchvision, which is not installed here."""
-
-    def __init__(self, head_channels):
-        super().__init__()
-        self.backbone = L2ViT(SMALL_ARCH, out_indices=(3, ))
-        self.neck = nn.AdaptiveAvgPool2d(1)
-        self.head = LinearClsHead(head_channels)
-
-
 def test_cls_head_mismatch():
+    model = build(CLS_CONFIG, 'mmpretrain',
+                  **{'model.head.in_channels': 512})
+    assert type(model).__name__ == 'ImageClassifier'
     with pytest.raises(
             ValueError,
             match=r'the head LinearClsHead takes in_channels 512 but the '
             r'backbone L2ViT outputs \[256\] .*, of which it gets 256$'):
-        check_model_channels(Classifier(head_channels=512))
+        check_model_channels(model)
 
 
 def test_wrappers_are_looked_into():

@@ -300,8 +300,7 @@ def test_seg_show_dir_draws_every_image(data_root, seg_checkpoint, tmp_path):
 
 
 def pretrain_test_config(tmp_path, *args):
-    """The config tools/test.py makes of an ImageNet config with ``args``
-    (mmpretrain's models cannot be built without torchvision)."""
+    """The config tools/test.py makes of an ImageNet config with ``args``."""
     checkpoint = tmp_path / 'model.pth'
     checkpoint.touch()
     return TOOL.build_config(
@@ -325,13 +324,11 @@ def test_pretrain_show_dir_enables_the_hook(tmp_path):
         enable=True,
         interval=1,
         out_dir=osp.join(str(tmp_path), 'shown'))
-    if importlib.util.find_spec('torchvision') is not None:
-        # mmpretrain's registry imports torchvision.
-        from mmpretrain.registry import HOOKS
-        Visualizer.get_instance(f'test_tool_{next(_runs)}')
-        hook = HOOKS.build(hook_cfg)
-        assert hook.enable is True and hook.interval == 1
-        assert set(hook.draw_args) == {'show'}
+    from mmpretrain.registry import HOOKS
+    Visualizer.get_instance(f'test_tool_{next(_runs)}')
+    hook = HOOKS.build(hook_cfg)
+    assert hook.enable is True and hook.interval == 1
+    assert set(hook.draw_args) == {'show'}
 
 
 # --show --------------------------------------------------------------------

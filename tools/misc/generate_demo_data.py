@@ -5,7 +5,8 @@
         [--num-train 1000] [--num-val 100] [--size 128] [--overwrite]
 
 Writes ``OUT_DIR/coco`` (instance segmentation) and ``OUT_DIR/ade``
-(semantic segmentation) from the same scenes; see
+(semantic segmentation) from the same scenes, and ``OUT_DIR/imagenet``
+(classification, one shape per image, in the ImageNet layout); see
 :mod:`mmplugin_l2vit.datasets.demo_data`. The output depends only on the
 arguments. A non-empty OUT_DIR is refused unless ``--overwrite``, which
 empties it first.

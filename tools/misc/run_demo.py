@@ -1,7 +1,7 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """Train and evaluate a small L²ViT model on the synthetic shapes data.
 
-    python tools/misc/run_demo.py [--task det|seg] [--work-dir DIR]
+    python tools/misc/run_demo.py [--task det|seg|cls] [--work-dir DIR]
         [--data-root DIR] [--threads 1]
 
 Generates the data if missing (tools/misc/generate_demo_data.py; what an
@@ -40,7 +40,11 @@ TASKS = dict(
     seg=dict(
         config='configs/demo/upernet_l2vit-demo_shapes.py',
         dataset='ade',
-        metrics=('mIoU', 'mAcc', 'aAcc')))
+        metrics=('mIoU', 'mAcc', 'aAcc')),
+    cls=dict(
+        config='configs/demo/l2vit-demo_1xb32_shapes.py',
+        dataset='imagenet',
+        metrics=('accuracy/top1', )))
 
 
 def parse_args(argv=None):
@@ -68,19 +72,22 @@ def load_tool(name):
 
 
 def ensure_data(data_root):
-    """Generate the demo data unless both datasets are there."""
+    """Generate the demo data unless all three datasets are there."""
     expected = (osp.join(data_root, 'coco', 'annotations',
                          'instances_val.json'),
-                osp.join(data_root, 'ade', 'annotations', 'validation'))
+                osp.join(data_root, 'ade', 'annotations', 'validation'),
+                osp.join(data_root, 'imagenet', 'meta', 'val.txt'))
     if all(osp.exists(path) for path in expected):
         print(f'Using the demo data in {data_root}')
         return
-    # Only what an interrupted earlier generation leaves (coco/, ade/) is
-    # emptied; the generator refuses a directory holding anything else.
+    # Only what an interrupted or older generation leaves (coco/, ade/,
+    # imagenet/) is emptied; the generator refuses a directory holding
+    # anything else.
     leftovers = set(os.listdir(data_root)) if osp.isdir(data_root) else set()
     start = time.perf_counter()
     try:
-        generate_demo_data(data_root, overwrite=leftovers <= {'coco', 'ade'})
+        generate_demo_data(
+            data_root, overwrite=leftovers <= {'coco', 'ade', 'imagenet'})
     except (ValueError, OSError) as error:
         raise SystemExit(f'--data-root: {error}')
     print(f'Generated the demo data in {data_root} '
