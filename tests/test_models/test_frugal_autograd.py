@@ -386,7 +386,10 @@ def test_compiled_training_is_one_graph_on_the_plain_path(
     compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
     eager = _training_step(model, x)
     ours = _training_step(compiled, x)
-    _assert_steps_match(ours, eager, rtol=1e-4, atol=1e-5)
+    # float32 sums in another order: FLatten's scalar ``scale`` gathers
+    # its gradient over every token (2e-4 relative seen; float64 matches
+    # to 1e-10 above).
+    _assert_steps_match(ours, eager, rtol=1e-3, atol=1e-5)
 
 
 def test_frugal_only_where_autograd_records():
@@ -403,3 +406,18 @@ def test_frugal_only_where_autograd_records():
     assert 'Recompute' in type(lcm(tokens, (3, 3)).grad_fn).__name__
     with plain_autograd():
         assert 'Recompute' not in type(lcm(tokens, (3, 3)).grad_fn).__name__
+
+
+def test_hooks_on_the_linear_layer_see_every_training_call():
+    mlp = Mlp(4, 8)
+    tokens = torch.randn(2, 9, 4, requires_grad=True)
+    expected = mlp.fc2(mlp.act(mlp.fc1(tokens)))
+    seen = []
+    handle = mlp.fc2.register_forward_hook(
+        lambda module, args, output: seen.append(output))
+    out = mlp(tokens)
+    handle.remove()
+    assert len(seen) == 1 and seen[0] is out
+    torch.testing.assert_close(out, expected)
+    assert 'Recompute' not in type(out.grad_fn).__name__
+    assert 'Recompute' in type(mlp(tokens).grad_fn).__name__

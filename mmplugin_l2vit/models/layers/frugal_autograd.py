@@ -265,12 +265,19 @@ def recompute_then_linear(step: Callable,
         step (Callable): As for :func:`recompute`.
         *inputs (Tensor | None): As for :func:`recompute`.
         linear (nn.Linear): The layer applied to the step's output; its
-            parameters are handled apart from those of ``owners``.
+            parameters are handled apart from those of ``owners``. With
+            forward hooks registered on it, the call is plain, so that the
+            hooks run.
         owners (Sequence[nn.Module | Tensor]): As for :func:`recompute`.
     """
     weight, bias = linear.weight, linear.bias
     params = _owned_parameters(owners, skip=(weight, bias))
-    if not frugal_autograd_applies(*inputs, *params, weight, bias):
+    # The frugal path applies the layer's weights without calling the
+    # layer: a user's hooks on it must see every call, so they keep it
+    # plain.
+    hooked = bool(linear._forward_hooks or linear._forward_pre_hooks)
+    if hooked or not frugal_autograd_applies(*inputs, *params, weight,
+                                             bias):
         return linear(step(*inputs))
     state = _Step(step, owners, params, inputs[0].device.type)
     return _RecomputeThenLinear.apply(state, len(inputs), weight, bias,
