@@ -14,6 +14,7 @@ from ..converters import FLATTEN_CSWIN_CONVERTER
 from ..layers import (LePEAttention, LePEFocusedLinearAttention, Mlp,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens, tokens_to_map)
+from ..layers.frugal_autograd import normed_linear, recompute_then_linear
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -85,19 +86,29 @@ class CSwinBlock(nn.Module):
         self.mlp = Mlp(embed_dims, int(embed_dims * mlp_ratio))
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
-    def attention(self, x, hw: HW):
-        """``proj(cat_b(attn_b(q_b, k_b, v_b)))`` of normed tokens."""
-        branch_dims = x.shape[-1] // len(self.attns)
-        q, k, v = (
-            t.split(branch_dims, dim=-1) for t in self.qkv(x).chunk(3, dim=-1))
-        out = torch.cat(
+    def attention(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """``proj(cat_b(attn_b(q_b, k_b, v_b)))`` of normed tokens (or of
+        ``norm(x)``). In training only ``x`` and the projections are kept:
+        the norm and the branches are recomputed for the gradients."""
+        return recompute_then_linear(
+            lambda qkv: self.attend_branches(qkv, hw),
+            normed_linear(x, self.qkv, norm),
+            linear=self.proj,
+            owners=self.attns)
+
+    def attend_branches(self, qkv, hw: HW):
+        """``cat_b(attn_b(q_b, k_b, v_b))`` of the ``(B, N, 3C)`` projected
+        queries, keys and values."""
+        branch_dims = qkv.shape[-1] // (3 * len(self.attns))
+        q, k, v = (t.split(branch_dims, dim=-1) for t in qkv.chunk(3, dim=-1))
+        return torch.cat(
             [attn(*qkv, hw) for attn, qkv in zip(self.attns, zip(q, k, v))],
             dim=-1)
-        return self.proj(out)
 
     def forward(self, x, hw: HW):
-        x = x + self.drop_path(self.attention(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+        # The norms are passed on: in training their outputs are not kept.
+        x = x + self.drop_path(self.attention(x, hw, norm=self.norm1))
+        return x + self.drop_path(self.mlp(x, hw, norm=self.norm2))
 
 
 class CSwinStage(Stage):

@@ -16,6 +16,7 @@ from ..layers import (DepthwiseConv2d, FocusedLinearAttention, Mlp,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens, pad_to_multiple, resize_pos_embed,
                       tokens_to_map)
+from ..layers.frugal_autograd import normed_linear, recompute_then_linear
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -54,9 +55,12 @@ class PVTFocusedAttention(FocusedLinearAttention):
         return (torch.cat([self.q.weight, self.kv.weight]),
                 torch.cat([self.q.bias, self.kv.bias]))
 
-    def forward(self, x, hw: HW):
-        k, v = self.kv(x).chunk(2, dim=-1)
-        return self.proj(self.attend(self.q(x), k, v, hw))
+    def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """The attention of ``(B, N, C)`` tokens, or of ``norm(x)``; in
+        training only ``x`` and the projections are kept."""
+        k, v = normed_linear(x, self.kv, norm).chunk(2, dim=-1)
+        return self.attend_and_project(
+            normed_linear(x, self.q, norm), k, v, hw)
 
 
 class ConvMlp(Mlp):
@@ -72,9 +76,19 @@ class ConvMlp(Mlp):
         super().__init__(channels, hidden_channels)
         self.dwconv = DepthwiseConv2d(hidden_channels, 3)
 
-    def forward(self, x, hw: HW):
-        x = map_to_tokens(self.dwconv(tokens_to_map(self.fc1(x), hw)))
-        return self.fc2(self.act(x))
+    def conv_act(self, hidden, hw: HW):
+        """``GELU(DWConv3x3(hidden))`` on the hidden token map."""
+        return self.act(map_to_tokens(self.dwconv(tokens_to_map(hidden, hw))))
+
+    def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """The MLP of ``(B, N, C)`` tokens, or of ``norm(x)``. In training
+        only ``x`` and ``fc1``'s output are kept: the norm, the conv and
+        the GELU are recomputed for the gradients."""
+        return recompute_then_linear(
+            lambda hidden: self.conv_act(hidden, hw),
+            normed_linear(x, self.fc1, norm),
+            linear=self.fc2,
+            owners=(self.dwconv, ))
 
 
 class FLattenPVTBlock(nn.Module):
@@ -106,8 +120,9 @@ class FLattenPVTBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+        # The norms are passed on: in training their outputs are not kept.
+        x = x + self.drop_path(self.attn(x, hw, norm=self.norm1))
+        return x + self.drop_path(self.mlp(x, hw, norm=self.norm2))
 
 
 class PVTPatchEmbed(nn.Module):

@@ -14,6 +14,7 @@ from ..converters import FLATTEN_SWIN_CONVERTER
 from ..layers import (FocusedLinearAttention, Mlp, ShiftedWindowAttention,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens)
+from ..layers.frugal_autograd import normed_linear
 from ..layers.tokens import HW, is_exporting
 from .base import HierarchicalBackbone, Stage
 
@@ -51,9 +52,11 @@ class SwinFocusedAttention(FocusedLinearAttention):
     def qkv_projection(self):
         return self.qkv.weight, self.qkv.bias
 
-    def forward(self, x, hw: HW):
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        return self.proj(self.attend(q, k, v, hw))
+    def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """The attention of ``(B, N, C)`` tokens, or of ``norm(x)``; in
+        training only ``x`` and the projections are kept."""
+        q, k, v = normed_linear(x, self.qkv, norm).chunk(3, dim=-1)
+        return self.attend_and_project(q, k, v, hw)
 
 
 class SwinPatchEmbed(nn.Module):
@@ -143,8 +146,9 @@ class FLattenSwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
-        x = x + self.drop_path(self.attn(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+        # The norms are passed on: in training their outputs are not kept.
+        x = x + self.drop_path(self.attn(x, hw, norm=self.norm1))
+        return x + self.drop_path(self.mlp(x, hw, norm=self.norm2))
 
 
 @MODELS.register_module()

@@ -47,10 +47,11 @@ class LocalWindowBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
+        # The norms are passed on: in training their outputs are not kept.
         x = self.cpe_attn(x, hw)
-        x = x + self.drop_path(self.attn(self.norm_attn(x), hw))
+        x = x + self.drop_path(self.attn(x, hw, norm=self.norm_attn))
         x = self.cpe_ffn(x, hw)
-        return x + self.drop_path(self.ffn(self.norm_ffn(x), hw))
+        return x + self.drop_path(self.ffn(x, hw, norm=self.norm_ffn))
 
 
 class LinearGlobalBlock(nn.Module):
@@ -86,10 +87,11 @@ class LinearGlobalBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):
+        # The norms are passed on: in training their outputs are not kept.
         x = self.cpe_attn(x, hw)
-        x = x + self.drop_path(self.attn(self.norm_attn(x), hw))
-        x = x + self.drop_path(self.lcm(self.norm_lcm(x), hw))
-        return x + self.drop_path(self.ffn(self.norm_ffn(x), hw))
+        x = x + self.drop_path(self.attn(x, hw, norm=self.norm_attn))
+        x = x + self.drop_path(self.lcm(x, hw, norm=self.norm_lcm))
+        return x + self.drop_path(self.ffn(x, hw, norm=self.norm_ffn))
 
 
 @MODELS.register_module()

@@ -35,16 +35,23 @@ def depthwise_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size,
     and output gradient ``grad_out`` (both ``(B, C, H, W)``)."""
     batch, channels, height, width = grad_out.shape
     (kernel_h, kernel_w), (pad_h, pad_w) = kernel_size, padding
-    padded = F.pad(x, (pad_w, pad_w, pad_h, pad_h))
     rows = max(1, WEIGHT_GRAD_BAND_ELEMENTS // (width * channels))
     grad = None
     for image in range(batch):
         for top in range(0, height, rows):
             band = min(rows, height - top)
+            # The input rows the band's outputs read, zero-padded where
+            # they fall outside the map: the band of the padded input,
+            # padded a band at a time (no padded copy of the whole map).
+            first, last = top - pad_h, top + band + kernel_h - 1 - pad_h
+            inputs = F.pad(
+                x[image:image + 1, :,
+                  max(first, 0):min(last, height)],
+                (pad_w, pad_w, max(-first, 0), max(last - height, 0)))
             # Each channel's band of gradients is the kernel that slides
             # over its input rows: one output value per kernel tap.
             part = F.conv2d(
-                padded[image:image + 1, :, top:top + band + kernel_h - 1],
+                inputs,
                 grad_out[image, :,
                          top:top + band].reshape(channels, 1, band, width),
                 groups=channels)

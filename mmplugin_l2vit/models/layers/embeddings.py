@@ -1,11 +1,14 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """Stems, downsampling layers, position encodings (convolutional, and the
 resizing of learned position tables) and the MLP."""
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .depthwise_conv import DepthwiseConv2d
+from .frugal_autograd import normed_linear, recompute_then_linear
 from .tokens import HW, is_exporting, map_to_tokens, tokens_to_map
 
 # How learned position tables are resized to other grids: bilinear as in
@@ -143,7 +146,14 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_channels, channels)
 
-    def forward(self, x, hw=None):
+    def forward(self, x, hw=None, norm: Optional[nn.Module] = None):
         """``(B, N, C)`` tokens -> ``(B, N, C)``; each token on its own, so
-        the grid ``hw`` is not needed (accepted for a uniform call)."""
-        return self.fc2(self.act(self.fc1(x)))
+        the grid ``hw`` is not needed (accepted for a uniform call). With
+        ``norm``, the MLP of ``norm(x)``.
+
+        In training only ``x`` and the hidden layer before the GELU are
+        kept: the norm and the GELU are recomputed for the gradients of
+        ``fc1`` and ``fc2`` (see :mod:`.frugal_autograd`).
+        """
+        return recompute_then_linear(
+            self.act, normed_linear(x, self.fc1, norm), linear=self.fc2)

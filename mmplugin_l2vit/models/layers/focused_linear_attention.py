@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .depthwise_conv import DepthwiseConv2d
 from .embeddings import check_pos_resize_mode, resize_pos_embed
 from .float32_sums import sums_in_float32
+from .frugal_autograd import recompute, recompute_then_linear
 from .tokens import HW, map_to_tokens, merge_heads, split_heads, tokens_to_map
 
 # Keeps the features positive before the power of the focusing function and
@@ -182,6 +183,33 @@ class FocusedLinearAttention(nn.Module):
             for t in (self.focus(q), self.focus(k), v))
         out = focused_linear_attention(q, k, v)
         return merge_heads(out + rank_restoration(self.dwc, v, hw))
+
+    def attention_parameters(self):
+        """What :meth:`attend` reads besides its inputs."""
+        return self.scale, self.positional_encoding, self.dwc
+
+    def attend_frugally(self, q, k, v, hw: HW):
+        """:meth:`attend`, keeping only ``q``, ``k`` and ``v`` in training:
+        the focusing function, the sums and products and the DWC are
+        recomputed for the gradients (see :mod:`.frugal_autograd`)."""
+        return recompute(
+            lambda *qkv: self.attend(*qkv, hw),
+            q,
+            k,
+            v,
+            owners=self.attention_parameters())
+
+    def attend_and_project(self, q, k, v, hw: HW):
+        """``proj(attend(q, k, v, hw))`` for a host with a ``proj`` layer:
+        as :meth:`attend_frugally`, and ``proj``'s input is not kept
+        either."""
+        return recompute_then_linear(
+            lambda *qkv: self.attend(*qkv, hw),
+            q,
+            k,
+            v,
+            linear=self.proj,
+            owners=self.attention_parameters())
 
     def qkv_projection(self):
         """``(weight, bias)`` of the host's query, key and value projections

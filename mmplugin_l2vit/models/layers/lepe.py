@@ -87,4 +87,4 @@ class LePEFocusedLinearAttention(FocusedLinearAttention):
 
     def forward(self, q, k, v, hw: HW):
         """Attend with ``(B, H*W, C)`` queries, keys and values."""
-        return self.attend(q, k, v, hw) + lepe(self.get_v, v, hw)
+        return self.attend_frugally(q, k, v, hw) + lepe(self.get_v, v, hw)

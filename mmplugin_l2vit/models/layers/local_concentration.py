@@ -1,9 +1,12 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """L²ViT's Local Concentration Module (LCM): the convolutional branch that
 sharpens the linear global attention's diffuse output locally."""
+from typing import Optional
+
 import torch.nn as nn
 
 from .depthwise_conv import DepthwiseConv2d
+from .frugal_autograd import recompute
 from .tokens import HW, map_to_tokens, tokens_to_map
 
 
@@ -23,6 +26,19 @@ class LocalConcentrationModule(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.conv2 = DepthwiseConv2d(channels, kernel_size)
 
-    def forward(self, x, hw: HW):
+    def concentrate(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """The chain on ``(B, H*W, C)`` tokens, after ``norm`` if given."""
+        if norm is not None:
+            x = norm(x)
         x = self.bn(self.act(self.conv1(tokens_to_map(x, hw))))
         return map_to_tokens(self.conv2(x))
+
+    def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
+        """The LCM of ``(B, H*W, C)`` tokens, or of ``norm(x)``. In training
+        only ``x`` is kept; the chain (and the norm) is recomputed for the
+        gradients."""
+        owners = (self, ) if norm is None else (norm, self)
+        return recompute(
+            lambda tokens: self.concentrate(tokens, hw, norm),
+            x,
+            owners=owners)

@@ -11,11 +11,14 @@ N x N matrix; ``s`` is a learned per-head scale and ``floor`` the
 below in this order; the CPU's in-place inference
 (:mod:`.cpu_inference`) calls the same steps on chunks of tokens.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .float32_sums import sums_in_float32
+from .frugal_autograd import normed_linear, recompute_then_linear
 from .tokens import merge_heads, split_heads
 
 # Lower bound of the normaliser in the official model: an absolute floor,
@@ -96,13 +99,27 @@ class ReLULinearAttention(nn.Module):
         self.qkv = nn.Linear(embed_dims, embed_dims * 3)
         self.proj = nn.Linear(embed_dims, embed_dims)
 
-    def forward(self, x, hw=None):
+    def forward(self, x, hw=None, norm: Optional[nn.Module] = None):
         """``(B, N, C)`` tokens -> ``(B, N, C)``; the grid ``hw`` is not
-        needed (global attention) and accepted for a uniform call."""
+        needed (global attention) and accepted for a uniform call. With
+        ``norm``, the attention of ``norm(x)``.
+
+        In training only ``x`` and the projections ``qkv`` are kept: the
+        norm and :meth:`attend` are recomputed for the gradients (see
+        :mod:`.frugal_autograd`).
+        """
+        return recompute_then_linear(
+            self.attend,
+            normed_linear(x, self.qkv, norm),
+            linear=self.proj,
+            owners=(self.temperature, ))
+
+    def attend(self, qkv):
+        """The ``(B, N, C)`` attention, before ``proj``, of the ``(B, N,
+        3C)`` projected queries, keys and values."""
         q, k, v = (
-            split_heads(t, self.num_heads)
-            for t in self.qkv(x).chunk(3, dim=-1))
+            split_heads(t, self.num_heads) for t in qkv.chunk(3, dim=-1))
         out = relu_linear_attention(
             relu_features(q), relu_features(k), v, self.temperature,
             self.denominator_floor)
-        return self.proj(merge_heads(out))
+        return merge_heads(out)

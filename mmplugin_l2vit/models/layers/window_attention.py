@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .frugal_autograd import recompute_then_linear
 from .tokens import HW, is_exporting
 
 # ``linear(x, layer)``: how the attention applies its projections (the
@@ -113,10 +114,6 @@ def shifted_window_mask(padded_hw: HW,
         apart.shape, dtype=dtype, device=device).masked_fill(apart, -100.)
 
 
-def _module_linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    return layer(x)
-
-
 class UnmaskedWindowAttention(nn.Module):
     """Multi-head softmax self-attention within non-overlapping windows of a
     token map of any size, with scale ``head_dims ** -0.5`` and no relative
@@ -146,9 +143,10 @@ class UnmaskedWindowAttention(nn.Module):
                           window: HW,
                           shift: int = 0,
                           attn_mask=None,
-                          linear: Optional[Linear] = None):
+                          linear: Optional[Linear] = None,
+                          norm: Optional[nn.Module] = None):
         """Attend within the ``window = (wh, ww)`` windows of a ``(B, H*W,
-        C)`` token map.
+        C)`` token map (of ``norm(x)`` with ``norm``).
 
         The map is zero-padded on the right and bottom to window multiples
         and, with ``shift``, rolled up and left before it is cut into
@@ -158,29 +156,67 @@ class UnmaskedWindowAttention(nn.Module):
         window) and ``proj`` on the cropped map: one copy cuts the
         projected map into per-head windows and one puts the heads back.
 
+        In training only ``x``, the projections and the mask are kept: the
+        norm, the padding and :meth:`attend_projected` are recomputed for
+        the gradients (see :mod:`.frugal_autograd`).
+
         Args:
             attn_mask (Tensor, optional): Added to the attention logits;
                 broadcasts to ``(num_windows, num_heads, wh * ww, wh *
                 ww)``, windows in the order of :func:`partition_windows`.
             linear (callable, optional): ``linear(x, layer)`` applies the
                 projections; default: the layers themselves.
+            norm (nn.Module, optional): Applied to ``x`` first.
         """
-        linear = linear or _module_linear
         batch, num_tokens, channels = x.shape
-        (height, width), (win_h, win_w) = hw, window
-        heads, head_dims = self.num_heads, self.head_dims
+
+        def padded_map(tokens):
+            if norm is not None:
+                tokens = norm(tokens)
+            return self.padded_map(tokens, hw, window, shift)
+
+        def attended(qkv, mask):
+            return self.attend_projected(qkv, mask, hw, window, shift)
+
+        if linear is None:
+            qkv = recompute_then_linear(
+                padded_map,
+                x,
+                linear=self.qkv,
+                owners=() if norm is None else (norm, ))
+            out = recompute_then_linear(
+                attended, qkv, attn_mask, linear=self.proj)
+        else:
+            out = linear(
+                attended(linear(padded_map(x), self.qkv), attn_mask),
+                self.proj)
+        return out.reshape(batch, num_tokens, channels)
+
+    @staticmethod
+    def padded_map(x, hw: HW, window: HW, shift: int = 0):
+        """``(B, H*W, C)`` tokens -> the ``(B, H', W', C)`` map zero-padded
+        to window multiples and, with ``shift``, rolled up and left."""
+        batch, _, channels = x.shape
+        height, width = hw
         padded_h, padded_w = padded_size(hw, window)
         x = x.view(batch, height, width, channels)
         # Traced graphs pad and crop by what may be zero: one graph for
         # every size.
-        padded = is_exporting() or (padded_h, padded_w) != tuple(hw)
-        if padded:
+        if is_exporting() or (padded_h, padded_w) != tuple(hw):
             x = F.pad(x, (0, 0, 0, padded_w - width, 0, padded_h - height))
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
+        return x
+
+    def attend_projected(self, qkv, attn_mask, hw: HW, window: HW, shift: int):
+        """The windowed attention of the projections ``qkv`` of the map of
+        :meth:`padded_map`, ``(B, H', W', 3C)`` -> the rolled-back and
+        cropped ``(B, H, W, C)`` map before ``proj``."""
+        batch, padded_h, padded_w = qkv.shape[:3]
+        (height, width), (win_h, win_w) = hw, window
+        heads, head_dims = self.num_heads, self.head_dims
         rows, cols = padded_h // win_h, padded_w // win_w
-        qkv = linear(x, self.qkv).view(batch, rows, win_h, cols, win_w, 3,
-                                       heads, head_dims)
+        qkv = qkv.view(batch, rows, win_h, cols, win_w, 3, heads, head_dims)
         # -> (3, windows, heads, window tokens, head_dims), windows in the
         # order of partition_windows.
         q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4,
@@ -190,16 +226,21 @@ class UnmaskedWindowAttention(nn.Module):
         out = out.view(batch, rows, cols, heads, win_h, win_w,
                        head_dims).permute(0, 1, 4, 2, 5, 3,
                                           6).reshape(batch, padded_h, padded_w,
-                                                     channels)
+                                                     heads * head_dims)
         if shift:
             out = torch.roll(out, (shift, shift), dims=(1, 2))
-        if padded:
+        if is_exporting() or (padded_h, padded_w) != (height, width):
             out = out[:, :height, :width]
-        return linear(out, self.proj).reshape(batch, num_tokens, channels)
+        return out
 
-    def forward(self, x, hw: HW, linear: Optional[Linear] = None):
+    def forward(self,
+                x,
+                hw: HW,
+                linear: Optional[Linear] = None,
+                norm: Optional[nn.Module] = None):
         size = self.window_size
-        return self.attend_in_windows(x, hw, (size, size), linear=linear)
+        return self.attend_in_windows(
+            x, hw, (size, size), linear=linear, norm=norm)
 
 
 class ShiftedWindowAttention(UnmaskedWindowAttention):
@@ -266,9 +307,14 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
             index = index[tokens][:, tokens]
         return self.relative_position_bias_table.t()[:, index]
 
-    def forward(self, x, hw: HW, linear: Optional[Linear] = None):
+    def forward(self,
+                x,
+                hw: HW,
+                linear: Optional[Linear] = None,
+                norm: Optional[nn.Module] = None):
         if is_exporting():
-            return self._forward_at_any_size(x, hw, linear)
+            return self._forward_at_any_size(
+                x if norm is None else norm(x), hw, linear)
         size, shift = self.window_size, self.shift_size
         if fits_one_window(hw, size):
             return self.attend_in_windows(
@@ -276,7 +322,8 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
                 hw,
                 hw,
                 attn_mask=self.relative_position_bias(hw)[None],
-                linear=linear)
+                linear=linear,
+                norm=norm)
         attn_mask = self.relative_position_bias((size, size))[None]
         if shift:
             shift_mask = shifted_window_mask(
@@ -286,7 +333,7 @@ class ShiftedWindowAttention(UnmaskedWindowAttention):
             attn_mask = (shift_mask.unsqueeze(1) + attn_mask).repeat(
                 x.shape[0], 1, 1, 1)
         return self.attend_in_windows(x, hw, (size, size), shift, attn_mask,
-                                      linear)
+                                      linear, norm)
 
     def _forward_at_any_size(self, x, hw: HW, linear: Optional[Linear]):
         """:meth:`forward` as one graph for every map size, for tracing and

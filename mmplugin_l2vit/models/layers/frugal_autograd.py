@@ -1,0 +1,294 @@
+# Copyright (c) OpenMMLab. All rights reserved.
+"""Memory-frugal training: keep a step's inputs, recompute the rest.
+
+Autograd keeps whatever a backward formula reads, one tensor per operation
+along an element-wise chain: FLatten's focusing function keeps about eight
+``N x C`` maps for the queries and as many for the keys, an MLP keeps its
+hidden layer before and after the GELU, a pre-norm block keeps both the
+LayerNorm's input and its output. The two functions below run such a step
+without recording it, keep only its inputs, and in the backward pass run
+the **same step function** again under autograd and differentiate it. No
+formula is written twice, and the gradients are autograd's own: the
+recomputation repeats the forward's operations on the same values.
+
+- :func:`recompute` runs a step that ends in cheap operations (element-wise
+  maps, depthwise convolutions, per-head products).
+- :func:`recompute_then_linear` runs a step whose output feeds a linear
+  layer, ``linear(step(*inputs))``: the layer's input, which autograd
+  would keep, is recomputed as well; the layer's two gradient products are
+  those autograd takes and the layer's forward product is never repeated.
+  :func:`normed_linear` is the case of a pre-norm block: only the norm's
+  input is kept.
+
+Both apply in eager training only (:func:`frugal_autograd_applies`): a
+compiled graph plans its own memory, and tracing or export records the
+plain operations. :func:`plain_autograd` forces the plain path (the
+reference the tests compare with). Gradient checkpointing (``with_cp``)
+works on top: its recomputation runs these functions again, which then
+keep their inputs until their own backward.
+
+The recomputation restores the forward's autocast state (on the inputs'
+device), so a step recomputes in the precision it ran in, and BatchNorm
+layers of a step's owners normalise as in the forward without updating
+their running statistics a second time.
+"""
+import contextlib
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# What a step reads besides its inputs: modules (all their parameters and
+# buffers) or single parameters.
+Owner = Union[nn.Module, torch.Tensor]
+
+_plain_forced = False
+
+
+@contextlib.contextmanager
+def plain_autograd() -> Iterator[None]:
+    """Within this context every step is recorded by autograd as written,
+    keeping all its intermediates."""
+    global _plain_forced
+    previous, _plain_forced = _plain_forced, True
+    try:
+        yield
+    finally:
+        _plain_forced = previous
+
+
+def frugal_autograd_applies(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether a step on ``tensors`` (its inputs and the parameters it
+    reads) runs frugally: autograd records it (grad mode on, some tensor
+    requires grad), eagerly (not compiling, tracing or exporting), outside
+    :func:`plain_autograd`."""
+    return (not _plain_forced and torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export()
+            and any(t is not None and t.requires_grad for t in tensors))
+
+
+def _owned_parameters(owners: Sequence[Owner],
+                      skip: Sequence[torch.Tensor] = ()):
+    """The parameters of ``owners`` that require grad, each once, but
+    ``skip``."""
+    seen = {id(p) for p in skip}
+    params = []
+    for owner in owners:
+        for param in (owner.parameters()
+                      if isinstance(owner, nn.Module) else [owner]):
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                params.append(param)
+    return tuple(params)
+
+
+@contextlib.contextmanager
+def _running_statistics_frozen(owners: Sequence[Owner]) -> Iterator[None]:
+    """BatchNorm layers of ``owners`` normalise as before (by the batch in
+    training, by the running statistics in eval) without updating them."""
+    norms = [
+        module for owner in owners if isinstance(owner, nn.Module)
+        for module in owner.modules()
+        if isinstance(module, _BatchNorm) and module.track_running_stats
+    ]
+    for norm in norms:
+        norm.track_running_stats = False
+    try:
+        yield
+    finally:
+        for norm in norms:
+            norm.track_running_stats = True
+
+
+class _Step:
+    """A step and what its recomputation needs: the parameters it reads,
+    its owners and the autocast state of the forward."""
+
+    def __init__(self, step: Callable, owners: Sequence[Owner],
+                 params: Tuple[torch.Tensor, ...], device_type: str):
+        self.step = step
+        self.owners = owners
+        self.params = params
+        self.device_type = device_type
+        self.autocast = torch.is_autocast_enabled(device_type)
+        self.autocast_dtype = torch.get_autocast_dtype(device_type)
+
+    def rerun(self, saved: Sequence[Optional[torch.Tensor]]):
+        """Run the step again under autograd: ``(inputs, output, needed)``,
+        ``needed`` telling whether the output's memory is read by the
+        step's backward or is an input's (else the caller may free it once
+        done with its values).
+
+        The inputs that require grad are given to the step as views of
+        fresh leaves, not as the leaves themselves: hooks that follow
+        modules through the backward pass (``MemTracker``,
+        ``FlopCounterMode``) register gradient hooks on module inputs,
+        which fail on a leaf inside ``autograd.grad``.
+        """
+        with torch.enable_grad(), torch.autocast(
+                self.device_type, dtype=self.autocast_dtype,
+                enabled=self.autocast), _running_statistics_frozen(
+                    self.owners), plain_autograd():
+            inputs = [
+                x.detach().requires_grad_().view_as(x)
+                if x is not None and x.requires_grad else x for x in saved
+            ]
+            kept = {_storage(x) for x in inputs if x is not None}
+            with torch.autograd.graph.saved_tensors_hooks(
+                    lambda t: kept.add(_storage(t)) or t, lambda t: t):
+                output = self.step(*inputs)
+        return inputs, output, _storage(output) in kept
+
+    def gradients(self, inputs, output, grad_output):
+        """The gradients of ``inputs`` and of the parameters (None where
+        none is needed) for ``grad_output`` of ``output``."""
+        targets = [*inputs, *self.params]
+        wanted = [t for t in targets if t is not None and t.requires_grad]
+        grads = [None] * len(wanted)
+        if wanted and output.requires_grad:
+            grads = torch.autograd.grad(
+                output, wanted, grad_output, allow_unused=True)
+        grads = iter(grads)
+        return tuple(
+            next(grads) if t is not None and t.requires_grad else None
+            for t in targets)
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _save(ctx, *tensors: Optional[torch.Tensor]) -> None:
+    """``ctx.save_for_backward`` of the tensors among ``tensors``; where
+    the others (None) were is remembered apart."""
+    ctx.absent = [t is None for t in tensors]
+    ctx.save_for_backward(*(t for t in tensors if t is not None))
+
+
+def _saved(ctx):
+    """The ``tensors`` given to :func:`_save`, None included."""
+    saved = iter(ctx.saved_tensors)
+    return [None if absent else next(saved) for absent in ctx.absent]
+
+
+def _without_history(tensors):
+    # Inside a Function's forward, a view of an input that requires grad
+    # would claim to require grad too (with no history).
+    return [None if t is None else t.detach() for t in tensors]
+
+
+class _Recompute(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, step: _Step, num_inputs: int, *tensors):
+        inputs = tensors[:num_inputs]
+        ctx.step = step
+        _save(ctx, *inputs)
+        return step.step(*_without_history(inputs))
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        inputs, output, _ = ctx.step.rerun(_saved(ctx))
+        return (None, None, *ctx.step.gradients(inputs, output, grad_output))
+
+
+class _RecomputeThenLinear(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, step: _Step, num_inputs: int, weight, bias, *tensors):
+        inputs = tensors[:num_inputs]
+        ctx.step = step
+        ctx.has_bias = bias is not None
+        _save(ctx, weight, *inputs)
+        return F.linear(step.step(*_without_history(inputs)), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        weight, *saved = _saved(ctx)
+        inputs, features, needed = ctx.step.rerun(saved)
+        # The products of the layer's backward, in the dtype the layer
+        # ran in (its output's: autocast's, or the features').
+        dtype = grad_output.dtype
+        rows = grad_output.reshape(-1, grad_output.shape[-1])
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[2]:
+            feature_rows = features.detach().to(dtype).reshape(
+                -1, features.shape[-1])
+            grad_weight = (rows.t() @ feature_rows).to(weight.dtype)
+            del feature_rows
+        if not needed:
+            # Only the step's graph is needed from here on, not the values
+            # of its output (the layer's input): its memory is released
+            # before the step's gradients are computed.
+            features.untyped_storage().resize_(0)
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = rows.sum(0).to(weight.dtype)
+        grad_features = (grad_output @ weight.to(dtype)).to(features.dtype)
+        return (None, None, grad_weight, grad_bias,
+                *ctx.step.gradients(inputs, features, grad_features))
+
+
+def recompute(step: Callable, *inputs, owners: Sequence[Owner] = ()):
+    """``step(*inputs)``, keeping only ``inputs`` for the backward pass
+    where :func:`frugal_autograd_applies` (else a plain call).
+
+    Args:
+        step (Callable): Returns one tensor computed from ``inputs`` and
+            the parameters of ``owners``, and from nothing else that
+            changes before the backward pass.
+        *inputs (Tensor | None): The step's arguments (None for an absent
+            optional one); the first is a tensor.
+        owners (Sequence[nn.Module | Tensor]): The modules whose
+            parameters the step reads, or those parameters; gradients
+            reach only these.
+    """
+    params = _owned_parameters(owners)
+    if not frugal_autograd_applies(*inputs, *params):
+        return step(*inputs)
+    state = _Step(step, owners, params, inputs[0].device.type)
+    return _Recompute.apply(state, len(inputs), *inputs, *params)
+
+
+def recompute_then_linear(step: Callable,
+                          *inputs,
+                          linear: nn.Linear,
+                          owners: Sequence[Owner] = ()):
+    """``linear(step(*inputs))``, keeping only ``inputs`` for the backward
+    pass (not the step's output, the layer's input) where
+    :func:`frugal_autograd_applies` (else plain calls).
+
+    Args:
+        step (Callable): As for :func:`recompute`.
+        *inputs (Tensor | None): As for :func:`recompute`.
+        linear (nn.Linear): The layer applied to the step's output; its
+            parameters are handled apart from those of ``owners``. With
+            forward hooks registered on it, the call is plain, so that the
+            hooks run.
+        owners (Sequence[nn.Module | Tensor]): As for :func:`recompute`.
+    """
+    weight, bias = linear.weight, linear.bias
+    params = _owned_parameters(owners, skip=(weight, bias))
+    # The frugal path applies the layer's weights without calling the
+    # layer: a user's hooks on it must see every call, so they keep it
+    # plain.
+    hooked = bool(linear._forward_hooks or linear._forward_pre_hooks)
+    if hooked or not frugal_autograd_applies(*inputs, *params, weight,
+                                             bias):
+        return linear(step(*inputs))
+    state = _Step(step, owners, params, inputs[0].device.type)
+    return _RecomputeThenLinear.apply(state, len(inputs), weight, bias,
+                                      *inputs, *params)
+
+
+def normed_linear(x: torch.Tensor, linear: nn.Linear,
+                  norm: Optional[nn.Module]) -> torch.Tensor:
+    """``linear(norm(x))`` keeping only ``x`` in training (``norm`` is
+    recomputed for the layer's gradients), or ``linear(x)`` with no norm.
+    Autograd would keep both the norm's input and its output."""
+    if norm is None:
+        return linear(x)
+    return recompute_then_linear(norm, x, linear=linear, owners=(norm, ))
