@@ -2,10 +2,14 @@
 """The installed stack is the one ``tools/install.sh`` makes: its
 ``--check`` (which changes nothing) finds torch with a working
 torchvision, mmcv whose ops run, every pinned package and this checkout's
-plugin; and ``requirements.txt`` pins a matching torch/torchvision pair
-for each machine it names."""
+plugin; ``requirements.txt`` pins a matching torch/torchvision pair for
+each machine it names; and the script's torch decisions (keep a torch
+whose torchvision works, else try the matching torchvision, else replace
+torch with the pinned pair or, with ``--keep-torch``, stop) are followed
+with stand-ins for torch, torchvision and pip."""
 import os
 import os.path as osp
+import platform
 import re
 import subprocess
 import sys
@@ -61,3 +65,110 @@ def test_install_check_finds_the_stack_complete():
     assert 'install.sh: keeping mmcv 2.1.0 (its ops load and run)' in lines
     assert lines[-1] == 'install.sh: check: the stack is complete'
     assert not any(re.search(r'missing|would', line) for line in lines)
+
+
+# A Python whose ``torch`` and ``torchvision`` are stand-ins and whose pip
+# only records what it is asked for: install.sh's torch decisions, run for
+# real without installing anything. ``FAKE_VISION`` says what torchvision
+# does: 'works', 'broken' (PyPI's beside a CPU-only torch) or 'missing'.
+FAKE_PYTHON = r'''#!/usr/bin/env bash
+if [ "$1" = -m ] && [ "$2" = pip ]; then
+  echo "$*" >> "$FAKE_DIR/pip.log"
+  exit 1  # the index has no build for this torch
+fi
+PYTHONPATH="$FAKE_DIR/site" exec "$REAL_PYTHON" "$@"
+'''
+FAKE_TORCH = '''__version__ = '2.13.0+cpu'
+
+
+def tensor(values):
+    return values
+'''
+FAKE_VISION = {
+    'works': "__version__ = '0.28.0'\n",
+    'broken':
+    "raise RuntimeError('operator torchvision::nms does not exist')\n",
+}
+FAKE_VISION_OPS = '''class _Kept(list):
+    def tolist(self):
+        return list(self)
+
+
+def nms(boxes, scores, threshold):
+    return _Kept([0])
+'''
+
+
+def run_install_with_fakes(tmp_path, vision, *args):
+    site = tmp_path / 'site'
+    (site / 'torch').mkdir(parents=True)
+    (site / 'torch' / '__init__.py').write_text(FAKE_TORCH)
+    (site / 'torchvision').mkdir()
+    if vision == 'missing':
+        (site / 'torchvision' / '__init__.py'
+         ).write_text("raise ImportError('No module named torchvision')\n")
+    else:
+        (site / 'torchvision' / '__init__.py').write_text(FAKE_VISION[vision])
+        (site / 'torchvision' / 'ops.py').write_text(FAKE_VISION_OPS)
+    python = tmp_path / 'python'
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    env = dict(
+        os.environ,
+        PYTHON=str(python),
+        FAKE_DIR=str(tmp_path),
+        REAL_PYTHON=sys.executable)
+    result = subprocess.run(['bash', 'tools/install.sh', *args],
+                            cwd=REPO,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
+    log = tmp_path / 'pip.log'
+    pip_calls = log.read_text().splitlines() if log.exists() else []
+    return result, pip_calls
+
+
+def test_install_keeps_a_torch_whose_torchvision_works(tmp_path):
+    result, pip_calls = run_install_with_fakes(tmp_path, 'works', '--check')
+    assert ('install.sh: keeping torch 2.13.0+cpu with torchvision 0.28.0'
+            in result.stdout.splitlines())
+    assert pip_calls == []
+
+
+def test_install_check_reports_a_torch_without_torchvision(tmp_path):
+    result, pip_calls = run_install_with_fakes(tmp_path, 'broken', '--check')
+    assert result.returncode == 1
+    assert ('install.sh: torch 2.13.0+cpu has no working torchvision '
+            '(RuntimeError: operator torchvision::nms does not exist)'
+            in result.stdout.splitlines())
+    assert pip_calls == []
+
+
+@pytest.mark.parametrize('vision', ['broken', 'missing'])
+def test_install_tries_the_matching_torchvision_then_the_pinned_pair(
+        tmp_path, vision):
+    """The matching release first, without dependencies; when none works
+    the pinned pair replaces torch (the fake pip fails, so the script stops
+    after asking for it)."""
+    result, pip_calls = run_install_with_fakes(tmp_path, vision)
+    assert result.returncode != 0
+    torch_pin, vision_pin = (f'{name}=={version}' for name, version in zip((
+        'torch', 'torchvision'), PAIRS[platform.machine()]))
+    assert pip_calls[0].split() == [
+        '-m', 'pip', 'install', '-q', '--no-deps', '--force-reinstall',
+        'torchvision>=0.28.0,<0.29'
+    ]
+    assert pip_calls[-1].split() == [
+        '-m', 'pip', 'install', torch_pin, vision_pin
+    ]
+    assert ('replacing it with the pinned '
+            f'{torch_pin} {vision_pin}') in result.stdout
+
+
+def test_install_keep_torch_stops_instead_of_replacing(tmp_path):
+    result, pip_calls = run_install_with_fakes(tmp_path, 'broken',
+                                               '--keep-torch')
+    assert result.returncode == 1
+    assert 'no torchvision works beside torch 2.13.0+cpu' in result.stderr
+    assert not any('torch==' in call for call in pip_calls)
