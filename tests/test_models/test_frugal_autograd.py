@@ -19,9 +19,12 @@ from mmplugin_l2vit.models.backbones.flatten_pvt import (ConvMlp,
 from mmplugin_l2vit.models.backbones.flatten_swin import SwinFocusedAttention
 from mmplugin_l2vit.models.backbones.l2vit import (LinearGlobalBlock,
                                                    LocalWindowBlock)
-from mmplugin_l2vit.models.layers import (
-    LePEAttention, LePEFocusedLinearAttention, LocalConcentrationModule, Mlp,
-    ReLULinearAttention, ShiftedWindowAttention, UnmaskedWindowAttention)
+from mmplugin_l2vit.models.layers import (LePEAttention,
+                                          LePEFocusedLinearAttention,
+                                          LocalConcentrationModule, Mlp,
+                                          ReLULinearAttention,
+                                          ShiftedWindowAttention,
+                                          UnmaskedWindowAttention)
 from mmplugin_l2vit.models.layers.frugal_autograd import (
     frugal_autograd_applies, normed_linear, plain_autograd, recompute,
     recompute_then_linear)

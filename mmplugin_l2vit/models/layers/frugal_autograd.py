@@ -276,8 +276,7 @@ def recompute_then_linear(step: Callable,
     # layer: a user's hooks on it must see every call, so they keep it
     # plain.
     hooked = bool(linear._forward_hooks or linear._forward_pre_hooks)
-    if hooked or not frugal_autograd_applies(*inputs, *params, weight,
-                                             bias):
+    if hooked or not frugal_autograd_applies(*inputs, *params, weight, bias):
         return linear(step(*inputs))
     state = _Step(step, owners, params, inputs[0].device.type)
     return _RecomputeThenLinear.apply(state, len(inputs), weight, bias,
