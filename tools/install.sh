@@ -25,8 +25,8 @@
 # Without a torch the pinned pair is installed.
 #
 # mmcv has no wheels for recent torch, so it is compiled against the
-# installed torch (about 15 minutes on 2 cores) when it is missing or its
-# ops do not load. The wheel is kept in a folder per torch version
+# installed torch (49 minutes measured on a busy 2-core machine) when it
+# is missing or its ops do not load. The wheel is kept in a folder per torch version
 # ($L2VIT_WHEEL_CACHE, default ~/.cache/mmplugin_l2vit/wheels/torch-<version>)
 # so that reinstalling is quick and a change of torch means one rebuild.
 # (pip's own wheel cache would hand a wheel built for another torch back.)
@@ -297,7 +297,7 @@ else
   fi
   if [ -z "$wheel" ]; then
     say "mmcv $mmcv_version: $mmcv_state; building it against torch" \
-      "$torch_version (15-20 minutes on 2 cores) into $wheel_dir"
+      "$torch_version (49 minutes on a busy 2-core machine) into $wheel_dir"
     wheel=$(build_mmcv "$wheel_dir")
     mmcv_state=$(install_mmcv "$wheel")
   fi
