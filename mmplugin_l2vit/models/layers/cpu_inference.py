@@ -34,7 +34,8 @@ from .focused_linear_attention import (FocusedLinearAttention, focused_attend,
 from .relu_linear_attention import (ReLULinearAttention, relu_attend,
                                     relu_features, relu_key_value_summary,
                                     relu_normaliser)
-from .tokens import HW, merge_heads, split_heads, tokens_to_nchw
+from .tokens import (HW, is_building_graph, merge_heads, split_heads,
+                     tokens_to_nchw)
 from .window_attention import (ShiftedWindowAttention, UnmaskedWindowAttention,
                                fits_one_window, padded_size,
                                shifted_window_mask)
@@ -59,9 +60,8 @@ TRANSPOSE_CHUNK_ELEMENTS = 1 << 17
 def is_cpu_inference(x: torch.Tensor) -> bool:
     """Whether ``x`` is in eager inference on the CPU: autograd off, and
     not being compiled, traced, scripted or exported."""
-    return not (torch.compiler.is_compiling() or x.device.type != 'cpu'
-                or torch.is_grad_enabled() or torch.jit.is_tracing()
-                or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export())
+    return not (x.device.type != 'cpu' or torch.is_grad_enabled()
+                or is_building_graph())
 
 
 def _hooked(module: nn.Module) -> bool:

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .tokens import is_building_graph
+
 # Elements of the output gradient per band of rows (1 MB of float32): the
 # band and its input rows stay in a core's L2 while the kernel passes.
 WEIGHT_GRAD_BAND_ELEMENTS = 1 << 18
@@ -120,7 +122,4 @@ class DepthwiseConv2d(nn.Conv2d):
         return (x.device.type == 'cpu' and x.dtype == torch.float32
                 and torch.is_grad_enabled() and self.weight.requires_grad
                 and not torch.is_autocast_enabled('cpu')
-                and not torch.compiler.is_compiling()
-                and not torch.jit.is_scripting()
-                and not torch.jit.is_tracing()
-                and not torch.onnx.is_in_onnx_export())
+                and not is_building_graph())

@@ -40,6 +40,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .tokens import is_building_graph
+
 # What a step reads besides its inputs: modules (all their parameters and
 # buffers) or single parameters.
 Owner = Union[nn.Module, torch.Tensor]
@@ -65,9 +67,7 @@ def frugal_autograd_applies(*tensors: Optional[torch.Tensor]) -> bool:
     requires grad), eagerly (not compiling, tracing or exporting), outside
     :func:`plain_autograd`."""
     return (not _plain_forced and torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-            and not torch.jit.is_scripting() and not torch.jit.is_tracing()
-            and not torch.onnx.is_in_onnx_export()
+            and not is_building_graph()
             and any(t is not None and t.requires_grad for t in tensors))
 
 

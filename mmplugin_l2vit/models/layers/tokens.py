@@ -22,6 +22,15 @@ def is_exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def is_building_graph() -> bool:
+    """Whether the forward pass is being compiled, scripted, traced or
+    exported rather than run eagerly. The eager-only fast paths (the CPU's
+    in-place inference, the CPU depthwise weight gradient, memory-frugal
+    autograd) then step aside, so that a graph records plain operations."""
+    return (torch.compiler.is_compiling() or torch.jit.is_scripting()
+            or is_exporting())
+
+
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
     """``(B, H*W, C)`` tokens -> ``(B, C, H, W)`` map (a view).
 
