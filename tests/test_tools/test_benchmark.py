@@ -274,3 +274,31 @@ def test_baselines_without_checkpointing_build(name):
     # mmdet's PVT takes no ``with_cp``: it is passed only when wanted.
     backbone = benchmark._build_backbone(name, 'cpu')
     assert backbone.training is False
+
+
+@pytest.mark.parametrize('allocator', ['system', 'caching'])
+def test_caching_allocator_is_set_for_the_workers_only(
+        allocator, monkeypatch):
+    for name in benchmark.CACHING_ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    seen = {}
+
+    def run(cmd, env, **kwargs):
+        seen.update(env)
+        return benchmark.subprocess.CompletedProcess(cmd, 1, '', 'boom')
+
+    monkeypatch.setattr(benchmark.subprocess, 'run', run)
+    result = benchmark.measure(dict(model='l2vit-t', allocator=allocator), 60)
+    assert result['status'] == 'failed: boom'
+    caching = {
+        name: seen.get(name)
+        for name in benchmark.CACHING_ALLOCATOR_ENV
+    }
+    if allocator == 'caching':
+        assert caching == benchmark.CACHING_ALLOCATOR_ENV
+        # Above any tensor: nothing is mapped (and unmapped) on its own.
+        assert int(caching['MALLOC_MMAP_THRESHOLD_']) >= 2**32
+    else:
+        assert set(caching.values()) == {None}
+    assert not any(name in benchmark.os.environ
+                   for name in benchmark.CACHING_ALLOCATOR_ENV)
