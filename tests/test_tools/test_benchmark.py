@@ -277,8 +277,7 @@ def test_baselines_without_checkpointing_build(name):
 
 
 @pytest.mark.parametrize('allocator', ['system', 'caching'])
-def test_caching_allocator_is_set_for_the_workers_only(
-        allocator, monkeypatch):
+def test_caching_allocator_is_set_for_the_workers_only(allocator, monkeypatch):
     for name in benchmark.CACHING_ALLOCATOR_ENV:
         monkeypatch.delenv(name, raising=False)
     seen = {}

@@ -77,7 +77,6 @@ BACKENDS = ('pytorch', 'onnxruntime')
 CACHING_ALLOCATOR_ENV = dict(
     MALLOC_MMAP_THRESHOLD_=str(2**32), MALLOC_TRIM_THRESHOLD_=str(2**34))
 
-
 # --------------------------------------------------------------------------
 # Worker: one measurement in a fresh process, printed as one JSON line.
 # --------------------------------------------------------------------------
