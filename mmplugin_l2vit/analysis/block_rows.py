@@ -35,7 +35,7 @@ from ..models.layers.lepe import (LePEAttention, LePEFocusedLinearAttention,
 from ..models.layers.relu_linear_attention import (relu_attend, relu_features,
                                                    relu_key_value_summary,
                                                    relu_normaliser)
-from ..models.layers.tokens import HW, merge_heads, split_heads
+from ..models.layers.tokens import HW, split_heads
 from ..models.layers.window_attention import (ShiftedWindowAttention,
                                               UnmaskedWindowAttention,
                                               fits_one_window, merge_windows,
@@ -89,8 +89,7 @@ def compare_rows(q: torch.Tensor, k: torch.Tensor,
 def dwc_branch(attn: FocusedLinearAttention, v: torch.Tensor,
                hw: HW) -> torch.Tensor:
     """FLatten's rank-restoring DWC of ``(B, N, C)`` values."""
-    return merge_heads(
-        rank_restoration(attn.dwc, split_heads(v, attn.num_heads), hw))
+    return rank_restoration(attn.dwc, v, hw, attn.num_heads)
 
 
 def lepe_branch(attn: Union[LePEAttention, LePEFocusedLinearAttention],

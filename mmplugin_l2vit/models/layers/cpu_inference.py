@@ -277,9 +277,7 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
     attended = x.new_empty(chunk, channels)
     for tokens in x:  # one image at a time
         kv = key_mean = 0
-        # Head-major, so that each head's value map is channels-last for
-        # the shared depthwise conv.
-        values = x.new_empty(heads, num_tokens, attn.head_dims)
+        values = x.new_empty(num_tokens, channels)
         for start in range(0, num_tokens, chunk):
             projected = inference_linear(
                 norm(tokens[start:start + chunk]), *kv_projection)
@@ -289,12 +287,11 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
             else:
                 k, v = projected.chunk(2, dim=-1)
             k = focused_heads(k.add_(pos[start:start + chunk]))
-            v = split_heads(v, heads)
-            values[:, start:start + chunk] = v
+            values[start:start + chunk] = v
             part_kv, part_key_mean = focused_key_value_summary(
-                k, v, num_tokens)
+                k, split_heads(v, heads), num_tokens)
             kv, key_mean = kv + part_kv, key_mean + part_key_mean
-        local = rank_restoration(attn.dwc, values, hw)
+        local = rank_restoration(attn.dwc, values[None], hw, heads)[0]
         for start in range(0, num_tokens, chunk):
             part = tokens[start:start + chunk]
             if not one_chunk:
@@ -303,7 +300,7 @@ def add_focused_linear_attention(x: torch.Tensor, hw: HW, norm: nn.Module,
             out_heads = split_heads(out, heads)
             focused_attend(
                 q, kv, focused_normaliser(q, key_mean), out=out_heads)
-            out_heads.add_(local[:, start:start + chunk])
+            out.add_(local[start:start + chunk])
             part += inference_linear(out, attn.proj.weight, attn.proj.bias)
 
 

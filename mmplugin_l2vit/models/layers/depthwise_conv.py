@@ -109,11 +109,19 @@ class DepthwiseConv2d(nn.Conv2d):
             groups=channels,
             bias=bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shared_by: int = 1) -> torch.Tensor:
+        """Convolve ``x``; with ``shared_by`` > 1, ``x`` has ``shared_by``
+        groups of this layer's channels, each convolved with the same
+        filters (channel ``g * channels + j`` with filter ``j``)."""
+        weight, bias = self.weight, self.bias
+        if shared_by > 1:
+            weight = weight.repeat(shared_by, 1, 1, 1)
+            bias = None if bias is None else bias.repeat(shared_by)
         if self.uses_cpu_weight_grad(x):
-            return _DepthwiseConv2dFunction.apply(x, self.weight, self.bias,
+            return _DepthwiseConv2dFunction.apply(x, weight, bias,
                                                   self.padding)
-        return super().forward(x)
+        return F.conv2d(
+            x, weight, bias, padding=self.padding, groups=weight.shape[0])
 
     def uses_cpu_weight_grad(self, x: torch.Tensor) -> bool:
         """Whether this call takes the measured CPU training path: float32

@@ -99,14 +99,17 @@ def focused_linear_attention(q, k, v):
     return focused_attend(q, kv, focused_normaliser(q, key_mean))
 
 
-def rank_restoration(dwc: nn.Conv2d, v: torch.Tensor, hw: HW) -> torch.Tensor:
-    """FLatten's depthwise convolution of the values, ``(..., heads, N, d)``
-    -> the same shape: one ``d``-channel kernel per channel of a head,
-    shared by all heads (as in the official code), on each head's
-    channels-last value map."""
-    *lead, num_tokens, head_dims = v.shape
-    maps = tokens_to_map(v.reshape(-1, num_tokens, head_dims), hw)
-    return map_to_tokens(dwc(maps)).view(*lead, num_tokens, head_dims)
+def rank_restoration(dwc: DepthwiseConv2d, v: torch.Tensor, hw: HW,
+                     num_heads: int) -> torch.Tensor:
+    """FLatten's depthwise convolution of the ``(B, N, C)`` values -> the
+    same shape: one ``C // num_heads``-channel kernel per channel of a
+    head, shared by all heads (as in the official code).
+
+    Run as one convolution over all ``C`` channels of the token map, the
+    kernel repeated per head: the same per-channel arithmetic as a
+    convolution of each head's map, with no per-head copy of the values.
+    """
+    return map_to_tokens(dwc(tokens_to_map(v, hw), shared_by=num_heads))
 
 
 class FocusedLinearAttention(nn.Module):
@@ -178,11 +181,12 @@ class FocusedLinearAttention(nn.Module):
         ``k`` and ``v`` must be on the ``hw`` grid (no spatial reduction).
         """
         k = k + self.key_position(hw)
-        q, k, v = (
-            split_heads(t, self.num_heads)
-            for t in (self.focus(q), self.focus(k), v))
-        out = focused_linear_attention(q, k, v)
-        return merge_heads(out + rank_restoration(self.dwc, v, hw))
+        q, k = (split_heads(self.focus(t), self.num_heads) for t in (q, k))
+        restored = rank_restoration(self.dwc, v, hw, self.num_heads)
+        out = focused_linear_attention(q, k, split_heads(v, self.num_heads))
+        # The sum is laid out as its first operand, the token-major DWC
+        # output, so merging its heads is a view, not a copy.
+        return merge_heads(split_heads(restored, self.num_heads) + out)
 
     def attention_parameters(self):
         """What :meth:`attend` reads besides its inputs."""
