@@ -26,7 +26,8 @@
 #
 # mmcv has no wheels for recent torch, so it is compiled against the
 # installed torch (49 minutes measured on a busy 2-core machine) when it
-# is missing or its ops do not load. The wheel is kept in a folder per torch version
+# is missing or its ops do not load. The wheel is kept in a folder per
+# torch version
 # ($L2VIT_WHEEL_CACHE, default ~/.cache/mmplugin_l2vit/wheels/torch-<version>)
 # so that reinstalling is quick and a change of torch means one rebuild.
 # (pip's own wheel cache would hand a wheel built for another torch back.)
