@@ -9,7 +9,7 @@
   padded windows and Swin's shifted ones;
 - :mod:`.lepe`: CSWin's LePE and FLatten-CSwin's attentions;
 - :mod:`.embeddings`: stems, downsampling, position encodings, the MLP;
-- :mod:`.tokens`: token, map and head views;
+- :mod:`.tokens`: token, map and head views, and the attentions' ``kᵀv``;
 - :mod:`.depthwise_conv`: the depthwise convolutions of every local branch,
   with a faster weight gradient in CPU training;
 - :mod:`.float32_sums`: the linear attentions' precision policy;

@@ -20,7 +20,8 @@ from .depthwise_conv import DepthwiseConv2d
 from .embeddings import check_pos_resize_mode, resize_pos_embed
 from .float32_sums import sums_in_float32
 from .frugal_autograd import recompute, recompute_then_linear
-from .tokens import HW, map_to_tokens, merge_heads, split_heads, tokens_to_map
+from .tokens import (HW, map_to_tokens, merge_heads, split_heads,
+                     token_product, tokens_to_map)
 
 # Keeps the features positive before the power of the focusing function and
 # the normaliser away from zero, as in the official code.
@@ -70,7 +71,7 @@ def focused_key_value_summary(k: torch.Tensor, v: torch.Tensor,
     # Both scaled by 1/sqrt(n) before the product, as in the official code
     # (bit-identical there).
     scale = num_tokens**-0.5
-    kv = (k.transpose(-2, -1) * scale) @ (v * scale)
+    kv = token_product(k * scale, v * scale)
     # A CPU mean is this sum divided by n: the same bits.
     return kv, k.sum(dim=-2, keepdim=True).transpose(-2, -1) / num_tokens
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .float32_sums import sums_in_float32
 from .frugal_autograd import normed_linear, recompute_then_linear
-from .tokens import merge_heads, split_heads
+from .tokens import merge_heads, split_heads, token_product
 
 # Lower bound of the normaliser in the official model: an absolute floor,
 # not an epsilon, so rows whose normaliser is smaller sum to less than one.
@@ -42,7 +42,7 @@ def relu_key_value_summary(k: torch.Tensor, v: torch.Tensor,
         v (Tensor): Values, ``(..., N, d)``.
         kv_scale (Tensor): Per-head scale of ``kᵀv``, ``(heads, 1, 1)``.
     """
-    kv = (k.transpose(-2, -1) @ v) * kv_scale
+    kv = token_product(k, v) * kv_scale
     return kv, k.sum(dim=-2, keepdim=True).transpose(-2, -1)
 
 
