@@ -60,10 +60,15 @@ def test_gradients_reach_the_tokens_token_major(batch):
         torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_plain_product_where_autograd_does_not_record():
+def test_plain_product_where_not_measured_or_not_recorded():
     leaves, (a, b) = _heads()
     assert 'TokenProduct' in type(token_product(a, b).grad_fn).__name__
     with torch.no_grad():
         assert token_product(a, b).grad_fn is None
     detached = [t.detach() for t in (a, b)]
     assert token_product(*detached).grad_fn is None
+    on_another_device = [
+        t.detach().to('meta').requires_grad_() for t in leaves
+    ]
+    a, b = (split_heads(t, 2) for t in on_another_device)
+    assert 'TokenProduct' not in type(token_product(a, b).grad_fn).__name__

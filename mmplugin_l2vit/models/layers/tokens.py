@@ -97,10 +97,12 @@ def token_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     N)`` product, channel-major: every element-wise step of ``a``'s
     backward (a feature map's, a focusing function's) then mixes that
     layout with its token-major operands, which costs the CPU 3-6x a plain
-    pass. In eager training the gradients are instead computed as ``(N,
-    d)`` products, token-major; the forward product is the same.
+    pass. In eager CPU training (where it was measured) the gradients are
+    instead computed as ``(N, d)`` products, token-major; the forward
+    product is the same.
     """
-    if (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
+    if (a.device.type == 'cpu' and torch.is_grad_enabled()
+            and (a.requires_grad or b.requires_grad)
             and not is_building_graph()):
         return _TokenProduct.apply(a, b)
     return a.transpose(-2, -1) @ b
