@@ -113,6 +113,29 @@ def test_filters_shared_by_groups_of_channels(dtype):
             grad, reference, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_a_slice_of_the_channels(dtype):
+    # PVTv2's MLP recomputes its hidden map a chunk of channels at a time.
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(6, 3).to(dtype)
+    x = torch.randn(2, 3, 9, 7, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    out = conv(x, channels=slice(2, 5))
+    reference = nn.functional.conv2d(
+        x, conv.weight[2:5], conv.bias[2:5], padding=1, groups=3)
+    assert torch.equal(out, reference)
+    weight_grad, bias_grad = torch.autograd.grad(out.square().sum(),
+                                                 (conv.weight, conv.bias))
+    expected = torch.autograd.grad(reference.square().sum(),
+                                   (conv.weight, conv.bias))
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(
+        weight_grad, expected[0], rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(bias_grad, expected[1])
+    # The other filters get no gradient.
+    assert not weight_grad[[0, 1, 5]].any() and not bias_grad[[0, 1, 5]].any()
+
+
 @pytest.mark.parametrize('context', [
     'no_grad', 'float64', 'frozen_weight', 'autocast', 'tracing', 'onnx',
     'compiling'

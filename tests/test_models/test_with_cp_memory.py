@@ -1,15 +1,17 @@
 # Copyright (c) OpenMMLab. All rights reserved.
 """``with_cp=True`` cuts the activation memory of a training step on top of
 the frugal default (counted tensor by tensor, so the figure is exact and
-the same on any machine): by at least 40% for L2ViT, FLatten-PVT and
-FLatten-Swin.
+the same on any machine): by at least 40% for L2ViT, FLatten-PVT,
+FLatten-PVTv2 and FLatten-Swin.
 
-FLatten-PVTv2 and FLatten-CSWin reach less, and their bounds say what they
-reach today. With the frugal default a block keeps about as much for its
-backward pass as the peak of one block's backward needs transiently
-(PVTv2's MLP is 8x wide: its hidden map, its gradient and the GELU's), and
-a checkpoint can only remove the former: with two blocks a stage the
-checkpointed peak is at least half the default one's."""
+FLatten-CSWin's test model reaches less (the real FLatten-CSWin-T at 512²
+reaches about 70%), and its bound says what it reaches today. With the
+frugal default a block keeps about as much for its backward pass as the
+peak of one block's backward needs transiently (both branches' focusing
+functions rerun together), and a checkpoint can only remove the former:
+with two blocks a stage the checkpointed peak is at least half the default
+one's. PVTv2's 8x wide MLP had the same limit until its backward pass took
+the hidden channels a chunk at a time (``channelwise_mlp``)."""
 import pytest
 import torch
 from conftest import SMALL_ARCHS
@@ -43,7 +45,7 @@ MAX_CHECKPOINTED_SHARE = {
     'L2ViT': 0.6,
     'FLattenPVT': 0.6,
     'FLattenSwin': 0.6,
-    'FLattenPVTv2': 0.75,
+    'FLattenPVTv2': 0.6,
     'FLattenCSWin': 0.63,
 }
 

@@ -16,7 +16,7 @@ from ..layers import (DepthwiseConv2d, FocusedLinearAttention, Mlp,
                       check_pos_resize_mode, image_to_channels_last,
                       map_to_tokens, pad_to_multiple, resize_pos_embed,
                       tokens_to_map)
-from ..layers.frugal_autograd import normed_linear, recompute_then_linear
+from ..layers.frugal_autograd import channelwise_mlp, normed_linear
 from ..layers.tokens import HW
 from .base import HierarchicalBackbone, Stage
 
@@ -76,18 +76,24 @@ class ConvMlp(Mlp):
         super().__init__(channels, hidden_channels)
         self.dwconv = DepthwiseConv2d(hidden_channels, 3)
 
-    def conv_act(self, hidden, hw: HW):
-        """``GELU(DWConv3x3(hidden))`` on the hidden token map."""
-        return self.act(map_to_tokens(self.dwconv(tokens_to_map(hidden, hw))))
+    def conv_act(self, hidden, hw: HW, channels: Optional[slice] = None):
+        """``GELU(DWConv3x3(hidden))`` on the hidden token map (holding the
+        hidden ``channels`` only, if given)."""
+        return self.act(
+            map_to_tokens(
+                self.dwconv(tokens_to_map(hidden, hw), channels=channels)))
 
     def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
         """The MLP of ``(B, N, C)`` tokens, or of ``norm(x)``. In training
         only ``x`` and ``fc1``'s output are kept: the norm, the conv and
-        the GELU are recomputed for the gradients."""
-        return recompute_then_linear(
-            lambda hidden: self.conv_act(hidden, hw),
-            normed_linear(x, self.fc1, norm),
-            linear=self.fc2,
+        the GELU are recomputed for the gradients, a chunk of the (8x
+        wide) hidden channels at a time (see :func:`channelwise_mlp`)."""
+        return channelwise_mlp(
+            x,
+            self.fc1,
+            lambda hidden, channels: self.conv_act(hidden, hw, channels),
+            self.fc2,
+            norm,
             owners=(self.dwconv, ))
 
 

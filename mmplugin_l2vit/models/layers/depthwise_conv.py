@@ -19,6 +19,8 @@ the input's gradient are aten's. The path runs where it was measured: CPU
 float32 eager training without autocast; elsewhere (GPUs, autocast,
 compiling, tracing, export) the module is a plain ``nn.Conv2d``.
 """
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -109,11 +111,18 @@ class DepthwiseConv2d(nn.Conv2d):
             groups=channels,
             bias=bias)
 
-    def forward(self, x: torch.Tensor, shared_by: int = 1) -> torch.Tensor:
+    def forward(self,
+                x: torch.Tensor,
+                shared_by: int = 1,
+                channels: Optional[slice] = None) -> torch.Tensor:
         """Convolve ``x``; with ``shared_by`` > 1, ``x`` has ``shared_by``
         groups of this layer's channels, each convolved with the same
-        filters (channel ``g * channels + j`` with filter ``j``)."""
+        filters (channel ``g * channels + j`` with filter ``j``); with
+        ``channels``, ``x`` holds only those of this layer's channels."""
         weight, bias = self.weight, self.bias
+        if channels is not None:
+            weight = weight[channels]
+            bias = None if bias is None else bias[channels]
         if shared_by > 1:
             weight = weight.repeat(shared_by, 1, 1, 1)
             bias = None if bias is None else bias.repeat(shared_by)

@@ -19,6 +19,11 @@ recomputation repeats the forward's operations on the same values.
   those autograd takes and the layer's forward product is never repeated.
   :func:`normed_linear` is the case of a pre-norm block: only the norm's
   input is kept.
+- :func:`channelwise_mlp` runs ``second(step(first(norm(x))))`` for a step
+  that treats each hidden channel alone (PVTv2's depthwise conv and
+  GELU): it keeps ``x`` and the hidden layer, and its backward pass
+  recomputes the step and takes both layers' gradients a chunk of hidden
+  channels at a time, so that no hidden-sized gradient is ever whole.
 
 Both apply in eager training only (:func:`frugal_autograd_applies`): a
 compiled graph plans its own memory, and tracing or export records the
@@ -135,9 +140,9 @@ class _Step:
                     self.owners), plain_autograd():
             inputs = [
                 x.detach().requires_grad_().view_as(x)
-                if x is not None and x.requires_grad else x for x in saved
+                if _requires_grad(x) else x for x in saved
             ]
-            kept = {_storage(x) for x in inputs if x is not None}
+            kept = {_storage(x) for x in inputs if isinstance(x, torch.Tensor)}
             with torch.autograd.graph.saved_tensors_hooks(
                     lambda t: kept.add(_storage(t)) or t, lambda t: t):
                 output = self.step(*inputs)
@@ -147,15 +152,18 @@ class _Step:
         """The gradients of ``inputs`` and of the parameters (None where
         none is needed) for ``grad_output`` of ``output``."""
         targets = [*inputs, *self.params]
-        wanted = [t for t in targets if t is not None and t.requires_grad]
+        wanted = [t for t in targets if _requires_grad(t)]
         grads = [None] * len(wanted)
         if wanted and output.requires_grad:
             grads = torch.autograd.grad(
                 output, wanted, grad_output, allow_unused=True)
         grads = iter(grads)
         return tuple(
-            next(grads) if t is not None and t.requires_grad else None
-            for t in targets)
+            next(grads) if _requires_grad(t) else None for t in targets)
+
+
+def _requires_grad(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.requires_grad
 
 
 def _storage(tensor: torch.Tensor) -> int:
@@ -210,26 +218,128 @@ class _RecomputeThenLinear(torch.autograd.Function):
     def backward(ctx, grad_output):
         weight, *saved = _saved(ctx)
         inputs, features, needed = ctx.step.rerun(saved)
-        # The products of the layer's backward, in the dtype the layer
-        # ran in (its output's: autocast's, or the features').
-        dtype = grad_output.dtype
-        rows = grad_output.reshape(-1, grad_output.shape[-1])
-        grad_weight = grad_bias = None
-        if ctx.needs_input_grad[2]:
-            feature_rows = features.detach().to(dtype).reshape(
-                -1, features.shape[-1])
-            grad_weight = (rows.t() @ feature_rows).to(weight.dtype)
-            del feature_rows
-        if not needed:
-            # Only the step's graph is needed from here on, not the values
-            # of its output (the layer's input): its memory is released
-            # before the step's gradients are computed.
-            features.untyped_storage().resize_(0)
+        grad_weight, grad_features = _through_linear(features, needed,
+                                                     grad_output, weight,
+                                                     ctx.needs_input_grad[2])
+        grad_bias = None
         if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_bias = rows.sum(0).to(weight.dtype)
-        grad_features = (grad_output @ weight.to(dtype)).to(features.dtype)
-        return (None, None, grad_weight, grad_bias,
+            grad_bias = _bias_grad(grad_output, weight.dtype)
+        return (None, None, _cast(grad_weight, weight.dtype), grad_bias,
                 *ctx.step.gradients(inputs, features, grad_features))
+
+
+def _through_linear(features, needed: bool, grad_output, weight,
+                    weight_grad: bool):
+    """``(weight's gradient or None, features' gradient)`` of
+    ``F.linear(features, weight)`` for ``grad_output``, in the dtype the
+    layer ran in (its output's: autocast's, or the features').
+
+    Unless ``needed`` (see :meth:`_Step.rerun`), the memory of
+    ``features`` is released once the weight's gradient is taken: only
+    the step's graph is needed from there on, not its output's values.
+    """
+    dtype = grad_output.dtype
+    grad_weight = None
+    if weight_grad:
+        rows = grad_output.reshape(-1, grad_output.shape[-1])
+        feature_rows = features.detach().to(dtype).reshape(
+            -1, features.shape[-1])
+        grad_weight = rows.t() @ feature_rows
+        del feature_rows
+    if not needed:
+        features.untyped_storage().resize_(0)
+    return grad_weight, (grad_output @ weight.to(dtype)).to(features.dtype)
+
+
+def _bias_grad(grad_output, dtype):
+    return grad_output.reshape(-1, grad_output.shape[-1]).sum(0).to(dtype)
+
+
+def _cast(tensor: Optional[torch.Tensor], dtype):
+    return None if tensor is None else tensor.to(dtype)
+
+
+class _Mlp:
+    """What :class:`_ChannelwiseMlp` recomputes: the norm (or None) and the
+    channel-wise step, and the hidden channels per backward chunk."""
+
+    def __init__(self, norm: Optional[_Step], step: _Step, chunk: int):
+        self.norm = norm
+        self.step = step
+        self.chunk = chunk
+
+
+class _ChannelwiseMlp(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, mlp: _Mlp, x, weight1, bias1, weight2, bias2, *params):
+        ctx.mlp = mlp
+        ctx.has_bias = (bias1 is not None, bias2 is not None)
+        normed = x.detach()
+        if mlp.norm is not None:
+            normed = mlp.norm.step(normed)
+        hidden = F.linear(normed, weight1, bias1)
+        del normed
+        ctx.save_for_backward(x, hidden, weight1, weight2)
+        return F.linear(mlp.step.step(hidden, None), weight2, bias2)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        mlp = ctx.mlp
+        x, hidden, weight1, weight2 = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if mlp.norm is None:
+            norm_inputs, normed = [x], x
+        else:
+            norm_inputs, normed, _ = mlp.norm.rerun([x])
+        # The first layer's products in the dtype it ran in (its output's);
+        # the input's gradient summed over the chunks in at least float32.
+        dtype = hidden.dtype
+        normed_rows = normed.detach().to(dtype).reshape(-1, normed.shape[-1])
+        sum_dtype = torch.promote_types(dtype, torch.float32)
+        grad_normed = normed_rows.new_zeros(normed_rows.shape, dtype=sum_dtype)
+        grad_weight1 = torch.empty_like(weight1) if needs[2] else None
+        grad_bias1 = (
+            weight1.new_empty(weight1.shape[0])
+            if ctx.has_bias[0] and needs[3] else None)
+        grad_weight2 = torch.empty_like(weight2) if needs[4] else None
+        grad_params = [None] * len(mlp.step.params)
+        width = hidden.shape[-1]
+        for start in range(0, width, mlp.chunk):
+            channels = slice(start, min(start + mlp.chunk, width))
+            chunk = hidden[..., channels].contiguous().requires_grad_()
+            inputs, features, needed = mlp.step.rerun([chunk, channels])
+            del chunk
+            grad_chunk, grad_features = _through_linear(
+                features, needed, grad_output, weight2[:, channels], needs[4])
+            if grad_chunk is not None:
+                grad_weight2[:, channels] = grad_chunk
+            grad_chunk, _, *grads = mlp.step.gradients(inputs, features,
+                                                       grad_features)
+            del inputs, features, grad_features
+            rows = grad_chunk.to(dtype).reshape(-1, grad_chunk.shape[-1])
+            del grad_chunk
+            if grad_weight1 is not None:
+                grad_weight1[channels] = rows.t() @ normed_rows
+            if grad_bias1 is not None:
+                grad_bias1[channels] = rows.sum(0)
+            grad_normed.addmm_(
+                rows.to(sum_dtype), weight1[channels].to(sum_dtype))
+            grad_params = [
+                g if total is None else total if g is None else total + g
+                for total, g in zip(grad_params, grads)
+            ]
+        grad_bias2 = None
+        if ctx.has_bias[1] and needs[5]:
+            grad_bias2 = _bias_grad(grad_output, weight2.dtype)
+        grad_normed = grad_normed.view(normed.shape).to(normed.dtype)
+        if mlp.norm is None:
+            grad_x, grad_norm = grad_normed, []
+        else:
+            grad_x, *grad_norm = mlp.norm.gradients(norm_inputs, normed,
+                                                    grad_normed)
+        return (None, grad_x, grad_weight1, grad_bias1, grad_weight2,
+                grad_bias2, *grad_norm, *grad_params)
 
 
 def recompute(step: Callable, *inputs, owners: Sequence[Owner] = ()):
@@ -291,3 +401,47 @@ def normed_linear(x: torch.Tensor, linear: nn.Linear,
     if norm is None:
         return linear(x)
     return recompute_then_linear(norm, x, linear=linear, owners=(norm, ))
+
+
+def channelwise_mlp(x: torch.Tensor,
+                    first: nn.Linear,
+                    step: Callable,
+                    second: nn.Linear,
+                    norm: Optional[nn.Module] = None,
+                    owners: Sequence[Owner] = (),
+                    chunks: int = 4) -> torch.Tensor:
+    """``second(step(first(norm(x)), None))`` (no norm if None), keeping
+    only ``x`` and ``first``'s output for the backward pass where
+    :func:`frugal_autograd_applies` (else plain calls).
+
+    The backward pass recomputes the norm, then the step and both layers'
+    gradients for ``chunks`` groups of hidden channels in turn: the
+    transient of a wide hidden layer (the step's maps, their gradients)
+    is a chunk's, and the hidden layer's gradient is never held whole.
+
+    Args:
+        step (Callable): ``step(hidden, channels)``: ``hidden`` holds the
+            hidden channels ``channels`` (a slice; None: all of them); each
+            output channel depends on its own input channel alone.
+            Otherwise as for :func:`recompute`.
+        norm (nn.Module, optional): Applied to ``x`` first.
+        owners (Sequence[nn.Module | Tensor]): What the step reads, as for
+            :func:`recompute`.
+        chunks (int): Groups of hidden channels in the backward pass.
+    """
+    layers = (first.weight, first.bias, second.weight, second.bias)
+    norm_params = () if norm is None else _owned_parameters((norm, ))
+    params = _owned_parameters(owners, skip=layers)
+    hooked = any(
+        layer._forward_hooks or layer._forward_pre_hooks
+        for layer in (first, second))
+    if hooked or not frugal_autograd_applies(x, *layers, *norm_params, *
+                                             params):
+        return second(step(first(x if norm is None else norm(x)), None))
+    device_type = x.device.type
+    norm_step = None if norm is None else _Step(norm, (norm, ), norm_params,
+                                                device_type)
+    width = first.out_features
+    mlp = _Mlp(norm_step, _Step(step, owners, params, device_type),
+               -(-width // chunks))
+    return _ChannelwiseMlp.apply(mlp, x, *layers, *norm_params, *params)
