@@ -85,15 +85,32 @@ def test_float32_training_matches_plain_conv():
             grad, plain_grad, rtol=1e-5, atol=1e-6 * plain_grad.abs().max())
 
 
+def _channels_last_input(channels, dtype):
+    x = torch.randn(2, channels, 9, 7, dtype=dtype)
+    return x.contiguous(memory_format=torch.channels_last).requires_grad_()
+
+
+def _assert_same_gradients(out, reference, tensors, dtype):
+    """``out`` equals ``reference`` and so do their gradients with respect
+    to ``tensors``; returns ours."""
+    assert torch.equal(out, reference)
+    grad_out = torch.randn_like(out)
+    grads = torch.autograd.grad(out, tensors, grad_out)
+    expected = torch.autograd.grad(reference, tensors, grad_out)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    for grad, reference_grad in zip(grads, expected):
+        torch.testing.assert_close(
+            grad, reference_grad, rtol=tolerance, atol=tolerance)
+    return grads
+
+
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 def test_filters_shared_by_groups_of_channels(dtype):
     # FLatten's DWC: 3 heads of 4 channels, one set of 4 filters for all.
     torch.manual_seed(0)
     conv = DepthwiseConv2d(4, 5).to(dtype)
-    x = torch.randn(2, 12, 9, 7, dtype=dtype)
-    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = _channels_last_input(12, dtype)
     assert conv.uses_cpu_weight_grad(x) == (dtype == torch.float32)
-    out = conv(x, shared_by=3)
     per_group = torch.cat([
         nn.functional.conv2d(
             x[:, 4 * g:4 * (g + 1)],
@@ -102,15 +119,8 @@ def test_filters_shared_by_groups_of_channels(dtype):
             padding=2,
             groups=4) for g in range(3)
     ], 1)
-    assert torch.equal(out, per_group)
-    grad_out = torch.randn_like(out)
-    grads = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad_out)
-    expected = torch.autograd.grad(per_group, (x, conv.weight, conv.bias),
-                                   grad_out)
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    for grad, reference in zip(grads, expected):
-        torch.testing.assert_close(
-            grad, reference, rtol=tolerance, atol=tolerance)
+    _assert_same_gradients(
+        conv(x, shared_by=3), per_group, (x, conv.weight, conv.bias), dtype)
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
@@ -118,20 +128,12 @@ def test_a_slice_of_the_channels(dtype):
     # PVTv2's MLP recomputes its hidden map a chunk of channels at a time.
     torch.manual_seed(0)
     conv = DepthwiseConv2d(6, 3).to(dtype)
-    x = torch.randn(2, 3, 9, 7, dtype=dtype)
-    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    out = conv(x, channels=slice(2, 5))
+    x = _channels_last_input(3, dtype)
     reference = nn.functional.conv2d(
         x, conv.weight[2:5], conv.bias[2:5], padding=1, groups=3)
-    assert torch.equal(out, reference)
-    weight_grad, bias_grad = torch.autograd.grad(out.square().sum(),
-                                                 (conv.weight, conv.bias))
-    expected = torch.autograd.grad(reference.square().sum(),
-                                   (conv.weight, conv.bias))
-    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
-    torch.testing.assert_close(
-        weight_grad, expected[0], rtol=tolerance, atol=tolerance)
-    torch.testing.assert_close(bias_grad, expected[1])
+    _, weight_grad, bias_grad = _assert_same_gradients(
+        conv(x, channels=slice(2, 5)), reference, (x, conv.weight, conv.bias),
+        dtype)
     # The other filters get no gradient.
     assert not weight_grad[[0, 1, 5]].any() and not bias_grad[[0, 1, 5]].any()
 
