@@ -245,7 +245,11 @@ def test_backbone_gradients_match_plain_float32_and_bf16(type_name):
     ours = _training_step(model, x)
     with plain_autograd():
         plain = _training_step(model, x)
-    _assert_steps_match(ours, plain, rtol=1e-4, atol=1e-5)
+    # Sums run in other orders (PVT's MLPs sum their input's gradient over
+    # chunks of hidden channels); the focusing temperature's gradient, a
+    # sum over all tokens that largely cancels, amplifies that rounding to
+    # ~1.5e-4 (float64 agrees to 1e-10).
+    _assert_steps_match(ours, plain, rtol=5e-4, atol=1e-5)
 
     def autocast():
         return torch.autocast('cpu', dtype=torch.bfloat16)

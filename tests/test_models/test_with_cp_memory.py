@@ -10,8 +10,9 @@ frugal default a block keeps about as much for its backward pass as the
 peak of one block's backward needs transiently (both branches' focusing
 functions rerun together), and a checkpoint can only remove the former:
 with two blocks a stage the checkpointed peak is at least half the default
-one's. PVTv2's 8x wide MLP had the same limit until its backward pass took
-the hidden channels a chunk at a time (``channelwise_mlp``)."""
+one's. PVT's and PVTv2's 8x wide MLPs had the same limit until their
+backward pass took the hidden channels a chunk at a time
+(``channelwise_mlp``)."""
 import pytest
 import torch
 from conftest import SMALL_ARCHS

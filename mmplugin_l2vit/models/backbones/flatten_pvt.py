@@ -24,6 +24,10 @@ from .base import HierarchicalBackbone, Stage
 # the stage grids 56, 28, 14 and 7 of that size.
 PRETRAIN_GRIDS = ((56, 56), (28, 28), (14, 14), (7, 7))
 # Widths and heads of every preset but PVTv2-b0 (head_dims 64 throughout).
+# PVT's MLPs are up to 8x wide: their backward pass takes a quarter of the
+# hidden channels at a time, which keeps with_cp's cut of the training
+# peak above 40% (FLatten-PVT-T and -PVTv2-B0 at 512²).
+MLP_BACKWARD_CHUNKS = 4
 PVT_WIDTHS = dict(embed_dims=[64, 128, 320, 512], num_heads=[1, 2, 5, 8])
 
 
@@ -70,10 +74,14 @@ class ConvMlp(Mlp):
     Args:
         channels (int): Input and output channels.
         hidden_channels (int): Channels of the hidden layer.
+        backward_chunks (int): See :class:`Mlp`. Default: 1.
     """
 
-    def __init__(self, channels: int, hidden_channels: int):
-        super().__init__(channels, hidden_channels)
+    def __init__(self,
+                 channels: int,
+                 hidden_channels: int,
+                 backward_chunks: int = 1):
+        super().__init__(channels, hidden_channels, backward_chunks)
         self.dwconv = DepthwiseConv2d(hidden_channels, 3)
 
     def conv_act(self, hidden, hw: HW, channels: Optional[slice] = None):
@@ -86,15 +94,16 @@ class ConvMlp(Mlp):
     def forward(self, x, hw: HW, norm: Optional[nn.Module] = None):
         """The MLP of ``(B, N, C)`` tokens, or of ``norm(x)``. In training
         only ``x`` and ``fc1``'s output are kept: the norm, the conv and
-        the GELU are recomputed for the gradients, a chunk of the (8x
-        wide) hidden channels at a time (see :func:`channelwise_mlp`)."""
+        the GELU are recomputed for the gradients (a group of the hidden
+        channels at a time, see :func:`channelwise_mlp`)."""
         return channelwise_mlp(
             x,
             self.fc1,
             lambda hidden, channels: self.conv_act(hidden, hw, channels),
             self.fc2,
             norm,
-            owners=(self.dwconv, ))
+            owners=(self.dwconv, ),
+            chunks=self.backward_chunks)
 
 
 class FLattenPVTBlock(nn.Module):
@@ -122,7 +131,8 @@ class FLattenPVTBlock(nn.Module):
                                         pos_resize_mode)
         self.norm2 = nn.LayerNorm(embed_dims, eps=1e-6)
         hidden_channels = int(embed_dims * mlp_ratio)
-        self.mlp = (ConvMlp if conv_mlp else Mlp)(embed_dims, hidden_channels)
+        self.mlp = (ConvMlp if conv_mlp else Mlp)(embed_dims, hidden_channels,
+                                                  MLP_BACKWARD_CHUNKS)
         self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
 
     def forward(self, x, hw: HW):

@@ -8,7 +8,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .depthwise_conv import DepthwiseConv2d
-from .frugal_autograd import normed_linear, recompute_then_linear
+from .frugal_autograd import (channelwise_mlp, normed_linear,
+                              recompute_then_linear)
 from .tokens import HW, is_exporting, map_to_tokens, tokens_to_map
 
 # How learned position tables are resized to other grids: bilinear as in
@@ -138,13 +139,21 @@ class Mlp(nn.Module):
     Args:
         channels (int): Input and output channels.
         hidden_channels (int): Channels of the hidden layer.
+        backward_chunks (int): With more than 1, training takes the
+            backward pass this many groups of hidden channels at a time
+            (:func:`.frugal_autograd.channelwise_mlp`): a smaller peak for
+            wide hidden layers, with smaller products. Default: 1.
     """
 
-    def __init__(self, channels: int, hidden_channels: int):
+    def __init__(self,
+                 channels: int,
+                 hidden_channels: int,
+                 backward_chunks: int = 1):
         super().__init__()
         self.fc1 = nn.Linear(channels, hidden_channels)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_channels, channels)
+        self.backward_chunks = backward_chunks
 
     def forward(self, x, hw=None, norm: Optional[nn.Module] = None):
         """``(B, N, C)`` tokens -> ``(B, N, C)``; each token on its own, so
@@ -155,5 +164,13 @@ class Mlp(nn.Module):
         kept: the norm and the GELU are recomputed for the gradients of
         ``fc1`` and ``fc2`` (see :mod:`.frugal_autograd`).
         """
+        if self.backward_chunks > 1:
+            return channelwise_mlp(
+                x,
+                self.fc1,
+                lambda hidden, channels: self.act(hidden),
+                self.fc2,
+                norm,
+                chunks=self.backward_chunks)
         return recompute_then_linear(
             self.act, normed_linear(x, self.fc1, norm), linear=self.fc2)

@@ -323,8 +323,12 @@ class _ChannelwiseMlp(torch.autograd.Function):
                 grad_weight1[channels] = rows.t() @ normed_rows
             if grad_bias1 is not None:
                 grad_bias1[channels] = rows.sum(0)
-            grad_normed.addmm_(
-                rows.to(sum_dtype), weight1[channels].to(sum_dtype))
+            # addmm's out= form, which the FLOP counters see (addmm_ not).
+            torch.addmm(
+                grad_normed,
+                rows.to(sum_dtype),
+                weight1[channels].to(sum_dtype),
+                out=grad_normed)
             grad_params = [
                 g if total is None else total if g is None else total + g
                 for total, g in zip(grad_params, grads)
