@@ -424,10 +424,15 @@ def channelwise_mlp(x: torch.Tensor,
     is a chunk's, and the hidden layer's gradient is never held whole.
 
     Args:
+        x (Tensor): ``(..., C)`` tokens.
+        first (nn.Linear): ``C`` -> hidden channels.
         step (Callable): ``step(hidden, channels)``: ``hidden`` holds the
             hidden channels ``channels`` (a slice; None: all of them); each
             output channel depends on its own input channel alone.
             Otherwise as for :func:`recompute`.
+        second (nn.Linear): Hidden channels -> output channels. With
+            forward hooks on either layer, the calls are plain, so that
+            the hooks run.
         norm (nn.Module, optional): Applied to ``x`` first.
         owners (Sequence[nn.Module | Tensor]): What the step reads, as for
             :func:`recompute`.
@@ -439,8 +444,8 @@ def channelwise_mlp(x: torch.Tensor,
     hooked = any(
         layer._forward_hooks or layer._forward_pre_hooks
         for layer in (first, second))
-    if hooked or not frugal_autograd_applies(x, *layers, *norm_params, *
-                                             params):
+    read = (*layers, *norm_params, *params)
+    if hooked or not frugal_autograd_applies(x, *read):
         return second(step(first(x if norm is None else norm(x)), None))
     device_type = x.device.type
     norm_step = None if norm is None else _Step(norm, (norm, ), norm_params,
