@@ -98,8 +98,8 @@ def _step_cases():
         lambda x: channelwise_mlp(
             x,
             wide,
-            lambda hidden, channels: torch.tanh(hidden) * scale10[slice(
-                None) if channels is None else channels],
+            lambda hidden, channels: torch.tanh(hidden) * scale10[channels or
+                                                                  slice(None)],
             narrow,
             norm,
             owners=(scale10, ),

@@ -73,7 +73,7 @@ def frugal_autograd_applies(*tensors: Optional[torch.Tensor]) -> bool:
     :func:`plain_autograd`."""
     return (not _plain_forced and torch.is_grad_enabled()
             and not is_building_graph()
-            and any(t is not None and t.requires_grad for t in tensors))
+            and any(_requires_grad(t) for t in tensors))
 
 
 def _owned_parameters(owners: Sequence[Owner],
