@@ -7,6 +7,7 @@ import json
 import os.path as osp
 
 import pytest
+import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -301,3 +302,25 @@ def test_caching_allocator_is_set_for_the_workers_only(allocator, monkeypatch):
         assert set(caching.values()) == {None}
     assert not any(name in benchmark.os.environ
                    for name in benchmark.CACHING_ALLOCATOR_ENV)
+
+
+def test_detector_step_gives_every_backbone_the_same_proposals():
+    # An untrained RPN proposes from the random features, so the heads'
+    # work (RoIAlign's samples, the mask head's positives) would follow the
+    # backbone; the benchmark's RPN starts at zero to make it the same.
+    proposals = {}
+    for name in ('l2vit-t', 'swin-t'):
+        model, step = benchmark._build_detector_step(name, (128, 160), 'cpu',
+                                                     False)
+        roi_loss = model.roi_head.loss
+
+        def record(x, rpn_results, data_samples, name=name):
+            proposals[name] = [result.bboxes for result in rpn_results]
+            return roi_loss(x, rpn_results, data_samples)
+
+        model.roi_head.loss = record
+        step()
+    ours, swins = proposals['l2vit-t'], proposals['swin-t']
+    assert len(ours) == 2 and len(ours[0]) > 100
+    for image_ours, image_swins in zip(ours, swins):
+        assert torch.equal(image_ours, image_swins)

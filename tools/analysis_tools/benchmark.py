@@ -33,8 +33,10 @@ on ``PYTHONPATH``; every worker loads the config).
 
 Modes: ``infer`` (eval, no grad), ``train`` (forward + backward of the
 backbone) and ``det-train`` (a whole Mask R-CNN training step, 2 images,
-from mmdet's shipped config with the backbone swapped). ``--dtype`` bf16 or
-fp16 runs under autocast; ``--compile`` adds ``torch.compile`` figures.
+from mmdet's shipped config with the backbone swapped; its RPN starts at
+zero, so that the heads' work is the same for every backbone). ``--dtype``
+bf16 or fp16 runs under autocast; ``--compile`` adds ``torch.compile``
+figures.
 
 ``--allocator caching`` makes glibc's ``malloc`` keep the memory a step
 frees for the next one, as the CUDA caching allocator does on a GPU (see
@@ -114,7 +116,15 @@ def _build_backbone(name, device, with_cp=False):
 
 
 def _build_detector_step(name, size, device, with_cp):
-    """A Mask R-CNN training step on 2 images with ``name`` as backbone."""
+    """A Mask R-CNN training step on 2 images with ``name`` as backbone.
+
+    The RPN's two output convolutions start at zero, so it scores every
+    anchor alike and proposes the same boxes whatever the backbone: the
+    heads then do the same work for every model. An untrained RPN's
+    proposals follow the random features instead, and the heads' cost with
+    them (RoIAlign samples a box in proportion to its size, the mask head
+    runs on the positives): one backbone's heads took 1.5x another's.
+    """
     import torch
     from mmengine.hub import get_config
     from mmengine.registry import init_default_scope
@@ -130,6 +140,9 @@ def _build_detector_step(name, size, device, with_cp):
         probe = backbone(torch.randn(1, 3, 64, 64))
     cfg.model.neck.in_channels = [o.shape[1] for o in probe]
     model = DET.build(cfg.model).to(device).train()
+    for conv in (model.rpn_head.rpn_cls, model.rpn_head.rpn_reg):
+        torch.nn.init.zeros_(conv.weight)
+        torch.nn.init.zeros_(conv.bias)
     packed = demo_mm_inputs(
         2, [[3, *size]] * 2, num_items=[5, 5], with_mask=True, device=device)
     data = model.data_preprocessor(packed, True)
