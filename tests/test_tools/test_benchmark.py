@@ -324,3 +324,37 @@ def test_detector_step_gives_every_backbone_the_same_proposals():
     assert len(ours) == 2 and len(ours[0]) > 100
     for image_ours, image_swins in zip(ours, swins):
         assert torch.equal(image_ours, image_swins)
+
+
+@pytest.mark.parametrize('denormals,supported', [('keep', True),
+                                                 ('flush', True),
+                                                 ('flush', False)])
+def test_workers_flush_denormals_only_when_asked(denormals, supported,
+                                                 monkeypatch):
+    calls = []
+
+    def set_flush_denormal(mode):
+        calls.append(mode)
+        return supported
+
+    def build(*args):
+        raise KeyboardInterrupt  # stop the worker once it builds a model
+
+    monkeypatch.setattr(torch, 'set_flush_denormal', set_flush_denormal)
+    monkeypatch.setattr(benchmark, '_build_backbone', build)
+    spec = dict(
+        model='l2vit-t',
+        size=[64, 64],
+        mode='train',
+        dtype='fp32',
+        device='cpu',
+        threads=1,
+        with_cp=False,
+        denormals=denormals)
+    if not supported:
+        with pytest.raises(RuntimeError, match='cannot flush denormals'):
+            benchmark.run_worker(spec)
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            benchmark.run_worker(spec)
+    assert calls == ([True] if denormals == 'flush' else [])
