@@ -341,6 +341,9 @@ def test_workers_flush_denormals_only_when_asked(denormals, supported,
         raise KeyboardInterrupt  # stop the worker once it builds a model
 
     monkeypatch.setattr(torch, 'set_flush_denormal', set_flush_denormal)
+    # Nothing of the worker's set-up may stay with this test process.
+    monkeypatch.setattr(torch, 'set_num_threads', lambda threads: None)
+    monkeypatch.setattr(benchmark, '_gemm_gflops', lambda device: 1.0)
     monkeypatch.setattr(benchmark, '_build_backbone', build)
     spec = dict(
         model='l2vit-t',
