@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .tokens import is_building_graph
+from .tokens import records_eagerly
 
 # Elements of the output gradient per band of rows (1 MB of float32): the
 # band and its input rows stay in a core's L2 while the kernel passes.
@@ -137,6 +137,5 @@ class DepthwiseConv2d(nn.Conv2d):
         on the CPU with the weight's gradient recorded, eager, no
         autocast."""
         return (x.device.type == 'cpu' and x.dtype == torch.float32
-                and torch.is_grad_enabled() and self.weight.requires_grad
                 and not torch.is_autocast_enabled('cpu')
-                and not is_building_graph())
+                and records_eagerly(self.weight))

@@ -5,7 +5,7 @@ Autograd keeps whatever a backward formula reads, one tensor per operation
 along an element-wise chain: FLatten's focusing function keeps about eight
 ``N x C`` maps for the queries and as many for the keys, an MLP keeps its
 hidden layer before and after the GELU, a pre-norm block keeps both the
-LayerNorm's input and its output. The two functions below run such a step
+LayerNorm's input and its output. The functions below run such a step
 without recording it, keep only its inputs, and in the backward pass run
 the **same step function** again under autograd and differentiate it. No
 formula is written twice, and the gradients are autograd's own: the
@@ -25,7 +25,7 @@ recomputation repeats the forward's operations on the same values.
   recomputes the step and takes both layers' gradients a chunk of hidden
   channels at a time, so that no hidden-sized gradient is ever whole.
 
-Both apply in eager training only (:func:`frugal_autograd_applies`): a
+They apply in eager training only (:func:`frugal_autograd_applies`): a
 compiled graph plans its own memory, and tracing or export records the
 plain operations. :func:`plain_autograd` forces the plain path (the
 reference the tests compare with). Gradient checkpointing (``with_cp``)
@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .tokens import is_building_graph
+from .tokens import records_eagerly
 
 # What a step reads besides its inputs: modules (all their parameters and
 # buffers) or single parameters.
@@ -71,9 +71,7 @@ def frugal_autograd_applies(*tensors: Optional[torch.Tensor]) -> bool:
     reads) runs frugally: autograd records it (grad mode on, some tensor
     requires grad), eagerly (not compiling, tracing or exporting), outside
     :func:`plain_autograd`."""
-    return (not _plain_forced and torch.is_grad_enabled()
-            and not is_building_graph()
-            and any(_requires_grad(t) for t in tensors))
+    return not _plain_forced and records_eagerly(*tensors)
 
 
 def _owned_parameters(owners: Sequence[Owner],

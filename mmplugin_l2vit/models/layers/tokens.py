@@ -26,9 +26,19 @@ def is_building_graph() -> bool:
     """Whether the forward pass is being compiled, scripted, traced or
     exported rather than run eagerly. The eager-only fast paths (the CPU's
     in-place inference, the CPU depthwise weight gradient, memory-frugal
-    autograd) then step aside, so that a graph records plain operations."""
+    autograd, the token-major ``kᵀv``) then step aside, so that a graph
+    records plain operations."""
     return (torch.compiler.is_compiling() or torch.jit.is_scripting()
             or is_exporting())
+
+
+def records_eagerly(*tensors) -> bool:
+    """Whether autograd records an operation on ``tensors`` (None
+    allowed) in an eager pass: grad mode on, some tensor requires grad, and
+    no graph being built (:func:`is_building_graph`). The eager training
+    fast paths take this condition, each with its own measured scope."""
+    return (torch.is_grad_enabled() and not is_building_graph() and any(
+        isinstance(t, torch.Tensor) and t.requires_grad for t in tensors))
 
 
 def tokens_to_map(x: torch.Tensor, hw: HW) -> torch.Tensor:
@@ -101,8 +111,6 @@ def token_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     instead computed as ``(N, d)`` products, token-major; the forward
     product is the same.
     """
-    if (a.device.type == 'cpu' and torch.is_grad_enabled()
-            and (a.requires_grad or b.requires_grad)
-            and not is_building_graph()):
+    if a.device.type == 'cpu' and records_eagerly(a, b):
         return _TokenProduct.apply(a, b)
     return a.transpose(-2, -1) @ b
