@@ -237,7 +237,10 @@ build_mmcv() {
   local build src built
   mkdir -p "$1"
   build=$(mktemp -d "$1/.build.XXXXXX")
-  trap 'rm -rf "$build"' EXIT
+  # The path is expanded now: this runs in a command substitution, whose
+  # exit comes after the function's locals are gone (and set -u would
+  # fail the trap, and with it the install, on an unset $build).
+  trap "rm -rf -- $(printf %q "$build")" EXIT
   # No build isolation: it would pull a CUDA torch and a setuptools without
   # pkg_resources into the build environment. No pip cache: it would return
   # a wheel built against another torch.
