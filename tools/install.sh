@@ -237,9 +237,10 @@ build_mmcv() {
   local build src built
   mkdir -p "$1"
   build=$(mktemp -d "$1/.build.XXXXXX")
-  # The path is expanded now: this runs in a command substitution, whose
-  # exit comes after the function's locals are gone (and set -u would
-  # fail the trap, and with it the install, on an unset $build).
+  # Removed on exit, built or not. The path is expanded now: this runs in
+  # a command substitution, whose exit comes after the function's locals
+  # are gone (and set -u would fail the trap, and with it the install, on
+  # an unset $build).
   trap "rm -rf -- $(printf %q "$build")" EXIT
   # No build isolation: it would pull a CUDA torch and a setuptools without
   # pkg_resources into the build environment. No pip cache: it would return
@@ -262,7 +263,6 @@ sys.exit("C++20 or later" not in open(header).read())'; then
     --no-deps --no-cache-dir -w "$build" "$src" >&2
   built=$(ls "$build"/mmcv-*.whl)
   mv "$built" "$1/"
-  rm -rf "$build"
   echo "$1/$(basename "$built")"
 }
 
